@@ -1,0 +1,97 @@
+"""Latency percentiles and throughput of an artifact, side by side with ONNX Runtime and untuned TVM."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AutotuneError
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How long to measure: ``count`` runs, or for ``duration_s`` if given, after ``warmup`` runs."""
+
+    count: int = 100
+    duration_s: float | None = None
+    warmup: int = 10
+    threads: int | None = None
+
+
+def time_runs(run: Callable[[], object], config: BenchConfig) -> list[float]:
+    """Wall-clock seconds of each run after warm-up."""
+    for _ in range(config.warmup):
+        run()
+    samples: list[float] = []
+    deadline = time.perf_counter() + config.duration_s if config.duration_s else None
+    while (len(samples) < config.count) if deadline is None else (time.perf_counter() < deadline):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def summarize(samples: list[float], batch: int) -> dict:
+    """p50/p90/p95/p99 and mean in ms, and throughput in inferences (samples × batch) per second."""
+    ms = np.asarray(samples) * 1e3
+    return {"runs": len(samples), "mean_ms": float(ms.mean()),
+            **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)},
+            "throughput_per_s": float(batch * len(samples) / max(float(np.sum(samples)), 1e-12))}
+
+
+def _onnxruntime_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: int):
+    from .artifact import onnxruntime_session
+
+    session = onnxruntime_session(model_path, threads)
+    return lambda: session.run(None, inputs)
+
+
+def _untuned_runner(model_path: Path, manifest: dict, inputs: dict[str, np.ndarray]):
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    from .artifact import build_untuned
+    from .frontend import load_model
+
+    shapes = {spec["name"]: tuple(spec["shape"]) for spec in manifest["inputs"]}
+    model = load_model(model_path, shapes)
+    target = tvm.target.Target(manifest["target"])
+    vm = VirtualMachine(build_untuned(model.relax_mod, target), tvm.cpu())
+    args = [tvm.runtime.tensor(inputs[spec["name"]]) for spec in manifest["inputs"]]
+    return lambda: vm["main"](*args)
+
+
+def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: str | Path | None = None,
+          peers: tuple[str, ...] = ("onnxruntime", "untuned")) -> dict:
+    """Benchmark the artifact and each peer on the same random inputs; returns a JSON-able dict."""
+    from .frontend import TensorSpec, random_inputs
+    from .runtime import load
+    from .targets import physical_cores
+
+    if "untuned" in peers:
+        import tvm.relax  # noqa: F401  (the compiler, loaded before the runtime-only loader runs)
+    compiled = load(so_path)
+    manifest = compiled.manifest
+    threads = config.threads or physical_cores()
+    specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
+    inputs = random_inputs(specs)
+    batch = specs[0].shape[0] if specs and specs[0].shape else 1
+    source = Path(model_path or manifest["model"]["path"])
+    if peers and not source.is_file():
+        raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
+    runners = {"autotune": lambda: compiled(inputs)}
+    if "onnxruntime" in peers:
+        runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
+    if "untuned" in peers:
+        runners["untuned_tvm"] = _untuned_runner(source, manifest, inputs)
+    results = {name: summarize(time_runs(run, config), batch) for name, run in runners.items()}
+    reference = results.get("onnxruntime")
+    for stats in results.values():
+        if reference:
+            stats["p50_vs_onnxruntime"] = stats["p50_ms"] / reference["p50_ms"]
+    return {"artifact": str(so_path), "threads": threads, "batch": batch,
+            "inputs": {s.name: list(s.shape) for s in specs}, "systems": results}

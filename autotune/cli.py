@@ -1,0 +1,223 @@
+"""``autotune`` command line: tasks, tune, compile, bench, example, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import AutotuneError
+
+DEMO_DIR = Path("tuning_logs/demo")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1h`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: use e.g. 90s, 10m, 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
+def _shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
+    from .frontend import parse_shape
+
+    return dict(parse_shape(v) for v in values or [])
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain text table of ``rows``."""
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    cells = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+              for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _print_progress(event: dict) -> None:
+    est = event["estimated_latency_ms"]
+    best = event["task_best_ms"]
+    print(f"[{event['seconds']:6.1f}s] tasks {event['tasks_done']}/{event['tasks_total']}  "
+          f"trials {event['trials']} (failed {event['failures']})  "
+          f"{event['task']}: best {'-' if best is None else f'{best:.4f} ms'}  "
+          f"estimated total {'-' if est is None else f'{est:.3f} ms'}", file=sys.stderr, flush=True)
+
+
+def cmd_tasks(args) -> dict:
+    from .jobs import prepare
+
+    prepared = prepare(args.model, _shapes(args.shape), args.target)
+    rows = [t.as_dict() for t in prepared.tasks]
+    if not args.json:
+        print(table(rows, ["name", "weight", "flops", "workload_hash"]))
+    return {"model": args.model, "tasks": rows}
+
+
+def cmd_tune(args) -> dict:
+    from .jobs import tune
+
+    summary = tune(args.model, _shapes(args.shape), args.target, args.db, trials=args.trials,
+                   time_budget_s=args.time_budget, reuse=not args.no_reuse,
+                   progress=None if args.quiet else _print_progress)
+    if not args.json:
+        print(table([summary], ["job_id", "tasks", "tasks_from_database", "trials_measured",
+                                "failures", "tuning_seconds", "estimated_latency_ms"]))
+    return summary
+
+
+def cmd_compile(args) -> dict:
+    from .jobs import compile as compile_model
+
+    summary = compile_model(args.model, args.output, _shapes(args.shape), args.target, args.db,
+                            validate=not args.no_validate, rtol=args.rtol, atol=args.atol)
+    if not args.json:
+        valid = summary["validation"]
+        print(f"wrote {summary['artifact']} (sha256 {summary['sha256'][:16]}…), "
+              f"{summary['tasks_tuned']}/{summary['tasks']} tasks from tuning records")
+        if valid:
+            print(f"matches ONNX Runtime: max abs error {valid['max_abs_err']:.3g}, "
+                  f"max rel error {valid['max_rel_err']:.3g}")
+    return summary
+
+
+def cmd_bench(args) -> dict:
+    from .bench import BenchConfig, bench
+
+    config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
+                         threads=args.threads)
+    peers = () if args.no_peers else ("onnxruntime", "untuned")
+    result = bench(args.artifact, config, args.model, peers)
+    if not args.json:
+        _print_bench(result)
+    return result
+
+
+def _print_bench(result: dict) -> None:
+    rows = [{"system": name, **stats} for name, stats in result["systems"].items()]
+    print(table(rows, ["system", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s",
+                       "p50_vs_onnxruntime"]))
+
+
+def cmd_example(args) -> dict:
+    from .models import TINY, ModelConfig, write_example
+
+    path = write_example(args.name, args.output, TINY if args.tiny else ModelConfig())
+    if not args.json:
+        print(f"wrote {path}")
+    return {"model": str(path)}
+
+
+def cmd_demo(args) -> dict:
+    """The quickstart: bundled translation model → tune → compile → bench."""
+    from .bench import BenchConfig, bench
+    from .jobs import compile as compile_model
+    from .jobs import tune
+    from .models import write_example
+
+    model = write_example("translation", DEMO_DIR / "translation.onnx")
+    shapes = {"input_ids": (1, 32), "decoder_input_ids": (1, 8)}
+    print(f"tuning {model} on --target {args.target} for {args.time_budget:.0f} s", file=sys.stderr)
+    summary = tune(model, shapes, args.target, args.db, time_budget_s=args.time_budget,
+                   progress=_print_progress)
+    so_path = DEMO_DIR / "translation.so"
+    built = compile_model(model, so_path, shapes, args.target, args.db)
+    result = bench(so_path, BenchConfig(count=50, warmup=5))
+    if not args.json:
+        _print_bench(result)
+        print(f"\njob {summary['job_id']}: {summary['trials_measured']} trials in "
+              f"{summary['tuning_seconds']:.0f} s; artifact: {so_path.resolve()}")
+    return {"tune": summary, "compile": built, "bench": result}
+
+
+def _common(parser: argparse.ArgumentParser, model: bool = True, target: bool = True) -> None:
+    if model:
+        parser.add_argument("model", help="ONNX model file")
+        parser.add_argument("--shape", action="append", metavar="NAME=DIMxDIM",
+                            help="freeze an input's shape, e.g. input_ids=1x128 (repeatable)")
+    if target:
+        parser.add_argument("--target", default="host",
+                            help="host, avx512, avx2, cuda, cuda-sm80/89/90, or a TVM target as JSON/tag")
+    parser.add_argument("--db", help="database URL (default: $AUTOTUNE_DB or "
+                                     "sqlite:///tuning_logs/autotune.db)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="autotune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("tasks", help="list the operator tasks of a model")
+    _common(p)
+    p.set_defaults(func=cmd_tasks)
+    p = sub.add_parser("tune", help="search schedules for every task; records go to the database")
+    _common(p)
+    p.add_argument("--trials", type=positive_int, help="stop after N measured trials")
+    p.add_argument("--time-budget", type=parse_duration, help="stop after this long (90s, 10m, 1h)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="search tasks even when the database has records from other jobs")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("compile", help="build the best schedules into a .so with a manifest")
+    _common(p)
+    p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("bench", help="latency percentiles and throughput vs ONNX Runtime and untuned TVM")
+    p.add_argument("artifact", help="compiled .so (with its manifest beside it)")
+    p.add_argument("--count", type=positive_int, default=100)
+    p.add_argument("--duration", type=parse_duration, help="measure for this long instead of --count")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
+    p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
+    p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("example", help="write a bundled example Transformer as ONNX")
+    p.add_argument("name", choices=["translation", "encoder"])
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--tiny", action="store_true", help="the tiny test-sized configuration")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_example)
+    p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
+    _common(p, model=False)
+    p.add_argument("--time-budget", type=parse_duration, default=240.0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``autotune`` console script."""
+    args = build_parser().parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        result = args.func(args)
+    except AutotuneError as err:
+        print(f"autotune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The SQL store of tuning history and the MetaSchedule ``Database`` backed by it.
+
+``Store`` opens any SQLAlchemy URL (SQLite in WAL mode by default, PostgreSQL for teams) and
+owns the rows; ``SqlDatabase`` is what MetaSchedule searches and compiles against. Records are
+keyed by workload *and* target, so another model with identical tasks reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import AutotuneError
+from .schema import Base, TargetRow, TuningRecordRow, WorkloadRow
+
+DEFAULT_DB_URL = "sqlite:///tuning_logs/autotune.db"
+T = TypeVar("T")
+
+
+def resolve_db_url(url: str | None) -> str:
+    """The URL to use: the flag, else ``AUTOTUNE_DB``, else the embedded SQLite file."""
+    return url or os.environ.get("AUTOTUNE_DB") or DEFAULT_DB_URL
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """A connection to the tuning database; creates the schema on first use."""
+
+    def __init__(self, url: str | None = None):
+        self.url = resolve_db_url(url)
+        try:
+            self.engine = _make_engine(self.url)
+            Base.metadata.create_all(self.engine)
+        except (SQLAlchemyError, OSError, ValueError, ModuleNotFoundError) as err:
+            reason = str(err).splitlines()[0][:200]
+            raise AutotuneError(f"cannot open database --db {self.url}: {reason}") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        """A new ORM session (use as a context manager)."""
+        return self._sessions()
+
+    def write(self, work: Callable[[Session], T], attempts: int = 8) -> T:
+        """Run ``work`` in one transaction, retrying when another writer holds the lock."""
+        for attempt in range(attempts):
+            try:
+                with self.session() as session, session.begin():
+                    return work(session)
+            except OperationalError as err:
+                if "locked" not in str(err) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def target_id(self, canonical: str, host_features: str = "") -> int:
+        """The id of a target row, created if new."""
+        def work(session: Session) -> int:
+            row = session.scalars(select(TargetRow).where(TargetRow.canonical == canonical)).first()
+            if row is None:
+                row = TargetRow(canonical=canonical, host_features=host_features)
+                session.add(row)
+                session.flush()
+            return row.id
+        return self.write(work)
+
+
+def workload_keys(mod) -> tuple[str, str, str]:
+    """(structural hash, sha256 of the TIR text, TIR text) of a task's IRModule."""
+    import tvm_ffi
+
+    text = mod.script()
+    return str(tvm_ffi.structural_hash(mod)), hashlib.sha256(text.encode()).hexdigest(), text
+
+
+def _ms():
+    from tvm.s_tir import meta_schedule
+
+    return meta_schedule
+
+
+def make_sql_database(store: Store, target_canonical: str, job_id: int | None = None,
+                      provenance: str = "search"):
+    """A MetaSchedule ``Database`` over ``store`` for one target (records of other targets unseen)."""
+    ms = _ms()
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class SqlDatabase(ms.database.PyDatabase):
+        """MetaSchedule database whose rows live in the SQL store."""
+
+        def __init__(self):
+            super().__init__()
+            self.store = store
+            self.job_id = job_id
+            self.provenance = provenance
+            self.target_id = store.target_id(target_canonical)
+            self._workloads: dict[int, tuple] = {}
+
+        def _find(self, mod) -> tuple[int, object] | None:
+            import tvm_ffi
+
+            shash, content, _text = workload_keys(mod)
+            with self.store.session() as session:
+                rows = session.execute(select(WorkloadRow.id, WorkloadRow.workload_json).where(
+                    WorkloadRow.structural_hash == shash)).all()
+            for row_id, workload_json in rows:
+                workload = self._workload(row_id, workload_json)
+                if tvm_ffi.structural_equal(workload.mod, mod):
+                    return row_id, workload
+            return None
+
+        def _workload(self, row_id: int, workload_json: str):
+            if row_id not in self._workloads:
+                self._workloads[row_id] = ms.database.Workload.from_json(json.loads(workload_json))
+            return self._workloads[row_id]
+
+        def workload_id(self, mod) -> int:
+            """The row id of ``mod``'s workload, committing it if new."""
+            found = self._find(mod)
+            if found is not None:
+                return found[0]
+            workload = ms.database.Workload(mod)
+            shash, content, text = workload_keys(mod)
+
+            def work(session: Session) -> int:
+                row = WorkloadRow(structural_hash=shash, content_sha256=content,
+                                  workload_json=json.dumps(workload.as_json()), tir_text=text)
+                session.add(row)
+                session.flush()
+                return row.id
+            row_id = self.store.write(work)
+            self._workloads[row_id] = workload
+            return row_id
+
+        def has_workload(self, mod) -> bool:
+            return self._find(mod) is not None
+
+        def commit_workload(self, mod):
+            return self._workloads[self.workload_id(mod)]
+
+        def commit_tuning_record(self, record) -> None:
+            self.commit_record(record, error_kind=None, error_msg=None)
+
+        def commit_record(self, record, error_kind: str | None, error_msg: str | None,
+                          provenance: str | None = None) -> int:
+            """Store one measured (or failed) candidate; returns its row id."""
+            wid = self.workload_id(record.workload.mod)
+            run_secs = [float(s) for s in record.run_secs] if record.run_secs is not None else []
+            latency = sorted(run_secs)[len(run_secs) // 2] if run_secs and not error_kind else None
+
+            def work(session: Session) -> int:
+                row = TuningRecordRow(job_id=self.job_id, workload_id=wid, target_id=self.target_id,
+                                      record_json=json.dumps(record.as_json()), latency_s=latency,
+                                      error_kind=error_kind, error_msg=error_msg,
+                                      provenance=provenance or self.provenance)
+                session.add(row)
+                session.flush()
+                return row.id
+            return self.store.write(work)
+
+        def best_rows(self, mod, top_k: int) -> list[TuningRecordRow]:
+            """The ``top_k`` fastest successful record rows of ``mod`` on this target."""
+            found = self._find(mod)
+            if found is None:
+                return []
+            with self.store.session() as session:
+                return list(session.scalars(
+                    select(TuningRecordRow)
+                    .where(TuningRecordRow.workload_id == found[0],
+                           TuningRecordRow.target_id == self.target_id,
+                           TuningRecordRow.latency_s.is_not(None))
+                    .order_by(TuningRecordRow.latency_s, TuningRecordRow.id).limit(top_k)))
+
+        def _to_record(self, row: TuningRecordRow, workload):
+            return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)
+
+        def get_top_k(self, workload, top_k: int):
+            rows = self.best_rows(workload.mod, top_k)
+            return [self._to_record(row, workload) for row in rows]
+
+        def get_all_tuning_records(self):
+            with self.store.session() as session:
+                rows = list(session.scalars(select(TuningRecordRow).where(
+                    TuningRecordRow.target_id == self.target_id,
+                    TuningRecordRow.latency_s.is_not(None))))
+                wl_json = dict(session.execute(select(WorkloadRow.id, WorkloadRow.workload_json)).all())
+            return [self._to_record(r, self._workload(r.workload_id, wl_json[r.workload_id]))
+                    for r in rows]
+
+        def __len__(self) -> int:
+            with self.store.session() as session:
+                return session.scalar(select(func.count(TuningRecordRow.id)).where(
+                    TuningRecordRow.target_id == self.target_id,
+                    TuningRecordRow.latency_s.is_not(None))) or 0
+
+    return SqlDatabase()

@@ -1,0 +1,197 @@
+"""Tuning jobs: the rows that make a job resumable, and the tune/compile entry points."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from .database import Store, make_sql_database
+from .errors import AutotuneError
+from .frontend import ImportedModel, load_model
+from .schema import ArtifactRecord, Artifact, Job, Model, TuningRecordRow, utcnow
+from .search import Budget, SearchConfig, search
+from .targets import canonical, host_cpu_flags, parse_target
+from .tasks import Task, extract_tasks, fuse
+
+
+@dataclass
+class Prepared:
+    """A model imported, fused and split into tasks for one target."""
+
+    model: ImportedModel
+    target: object
+    fused: object
+    tasks: list[Task]
+
+
+def prepare(model_path: str | Path, shapes: dict[str, tuple[int, ...]] | None, target: str) -> Prepared:
+    """Import ``model_path`` with frozen ``shapes``, apply graph passes, extract tasks."""
+    tvm_target = parse_target(target) if isinstance(target, str) else target
+    model = load_model(model_path, shapes)
+    fused = fuse(model.relax_mod, tvm_target)
+    return Prepared(model, tvm_target, fused, extract_tasks(fused, tvm_target))
+
+
+def _versions() -> dict:
+    import onnx
+    import tvm
+    import xgboost
+
+    return {"tvm": tvm.__version__, "onnx": onnx.__version__, "xgboost": xgboost.__version__,
+            "python": platform.python_version()}
+
+
+def _model_id(store: Store, model: ImportedModel) -> int:
+    def work(session) -> int:
+        row = session.scalars(select(Model).where(Model.sha256 == model.sha256,
+                                                  Model.name == model.name)).first()
+        if row is None:
+            row = Model(name=model.name, sha256=model.sha256, input_shapes=model.input_shapes())
+            session.add(row)
+            session.flush()
+        return row.id
+    return store.write(work)
+
+
+def _resume_key(prepared: Prepared, budget: Budget) -> str:
+    key = json.dumps([prepared.model.sha256, canonical(prepared.target),
+                      prepared.model.input_shapes(), budget.trials, budget.seconds], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def open_job(store: Store, prepared: Prepared, budget: Budget) -> tuple[int, bool]:
+    """The unfinished job of the same command (resumed), or a new one; returns (id, resumed)."""
+    key = _resume_key(prepared, budget)
+    target_id = store.target_id(canonical(prepared.target), " ".join(sorted(host_cpu_flags())))
+    model_id = _model_id(store, prepared.model)
+
+    def work(session) -> tuple[int, bool]:
+        job = session.scalars(select(Job).where(Job.resume_key == key, Job.status != "finished")
+                              .order_by(Job.id.desc())).first()
+        if job is not None:
+            job.status = "running"
+            return job.id, True
+        job = Job(model_id=model_id, target_id=target_id, resume_key=key, status="running",
+                  budget_trials=budget.trials, budget_seconds=budget.seconds,
+                  host=socket.gethostname(), versions=_versions())
+        session.add(job)
+        session.flush()
+        return job.id, False
+    return store.write(work)
+
+
+def _job_spent(store: Store, job_id: int) -> tuple[int, float]:
+    with store.session() as session:
+        trials = session.scalar(select(func.count(TuningRecordRow.id))
+                                .where(TuningRecordRow.job_id == job_id)) or 0
+        seconds = session.scalar(select(Job.tuning_seconds).where(Job.id == job_id)) or 0.0
+    return trials, seconds
+
+
+def _satisfied_elsewhere(database, tasks: list[Task], job_id: int) -> set[str]:
+    """Tasks that already have a successful record from another job on this target."""
+    return {t.name for t in tasks
+            if any(row.job_id != job_id for row in database.best_rows(t.mod, 1))}
+
+
+def _set_job(store: Store, job_id: int, **values) -> None:
+    def work(session) -> None:
+        job = session.get(Job, job_id)
+        for name, value in values.items():
+            setattr(job, name, value)
+    store.write(work)
+
+
+def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target: str = "host",
+         db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
+         reuse: bool = True, config: SearchConfig = SearchConfig(),
+         progress: Callable[[dict], None] | None = None) -> dict:
+    """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary."""
+    from .measure import Measurer
+    from .targets import check_runnable_here
+
+    if trials is None and time_budget_s is None:
+        raise AutotuneError("give a budget: --trials N and/or --time-budget DURATION")
+    budget = Budget(trials=trials, seconds=time_budget_s)
+    prepared = prepare(model, shapes, target)
+    check_runnable_here(prepared.target, "measure candidates")
+    store = Store(db)
+    job_id, resumed = open_job(store, prepared, budget)
+    database = make_sql_database(store, canonical(prepared.target), job_id=job_id)
+    satisfied = _satisfied_elsewhere(database, prepared.tasks, job_id) if reuse else set()
+    to_tune = [t for t in prepared.tasks if t.name not in satisfied]
+    spent_trials, spent_seconds = _job_spent(store, job_id)
+
+    def on_round(event: dict) -> None:
+        _set_job(store, job_id, tuning_seconds=event["seconds"])
+        if progress:
+            progress(event)
+    try:
+        with Measurer() as measurer:
+            result = search(to_tune, database, measurer, budget, config, on_round,
+                            already_measured=spent_trials, already_seconds=spent_seconds)
+    except BaseException:
+        _set_job(store, job_id, status="interrupted")
+        raise
+    _set_job(store, job_id, status="finished", finished_at=utcnow(),
+             tuning_seconds=result.tuning_seconds)
+    best = {t.name: (rows[0].latency_s if (rows := database.best_rows(t.mod, 1)) else None)
+            for t in prepared.tasks}
+    known = all(v is not None for v in best.values())
+    return {"job_id": job_id, "resumed": resumed, "model": str(model),
+            "target": json.loads(canonical(prepared.target)), "tasks": len(prepared.tasks),
+            "tasks_from_database": len(satisfied), "trials_measured": result.trials_measured,
+            "failures": result.failures, "tuning_seconds": round(result.tuning_seconds, 2),
+            "estimated_latency_ms": (1e3 * sum(best[t.name] * t.weight for t in prepared.tasks)
+                                     if known else None),
+            "untuned_tasks": sorted(name for name, v in best.items() if v is None)}
+
+
+def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
+            target: str = "host", db: str | None = None, validate: bool = True,
+            rtol: float = 1e-4, atol: float = 1e-4) -> dict:
+    """Build the model with the database's best schedules, export ``output`` + manifest, validate."""
+    from . import artifact
+    from .targets import check_runnable_here, physical_cores
+
+    prepared = prepare(model, shapes, target)
+    store = Store(db)
+    database = make_sql_database(store, canonical(prepared.target))
+    rows = {t.name: database.best_rows(t.mod, 1) for t in prepared.tasks}
+    used = [r[0] for r in rows.values() if r]
+    executable = artifact.build_tuned(prepared.fused, prepared.target, database)
+    so_path = Path(output)
+    extra = {"record_ids": sorted(r.id for r in used),
+             "job_ids": sorted({r.job_id for r in used if r.job_id is not None}),
+             "tasks": len(prepared.tasks), "tasks_tuned": len(used)}
+    manifest = artifact.export(executable, so_path, prepared.model, prepared.target, extra)
+    artifact_id = _record_artifact(store, so_path, manifest, extra["record_ids"])
+    summary = {"artifact": str(so_path), "manifest": str(so_path) + ".json", "artifact_id": artifact_id,
+               "sha256": manifest["sha256"], **extra, "validation": None}
+    if validate:
+        check_runnable_here(prepared.target, "validate the artifact")
+        result = artifact.validate(so_path, prepared.model, physical_cores(), rtol, atol)
+        artifact.add_validation(so_path, result)
+        summary["validation"] = result.as_dict()
+        if not result.passed:
+            raise AutotuneError(f"{so_path} does not match ONNX Runtime: max abs error "
+                                f"{result.max_abs_err:.3g}, max rel error {result.max_rel_err:.3g} "
+                                f"(rtol {rtol}, atol {atol})")
+    return summary
+
+
+def _record_artifact(store: Store, so_path: Path, manifest: dict, record_ids: list[int]) -> int:
+    def work(session) -> int:
+        row = Artifact(path=str(so_path.resolve()), sha256=manifest["sha256"], manifest=manifest)
+        session.add(row)
+        session.flush()
+        session.add_all(ArtifactRecord(artifact_id=row.id, record_id=r) for r in record_ids)
+        return row.id
+    return store.write(work)

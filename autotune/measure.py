@@ -1,0 +1,86 @@
+"""MetaSchedule builder and runner on warm worker processes.
+
+Stock ``LocalBuilder`` starts fresh processes for every batch, each paying ~30 s to import
+``tvm.s_tir.tensor_intrin``; here workers stay warm across batches, builds run in parallel, and
+measurements run one at a time in a separate worker so they do not disturb each other. A candidate
+that crashes, hangs or segfaults fails alone with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .workers import WorkerPool
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Builder and runner settings (see ``measure_jobs`` for why these defaults)."""
+
+    build_workers: int = 2
+    build_timeout_s: float = 60.0
+    run_timeout_s: float = 10.0
+    repeat: int = 9
+    min_repeat_ms: int = 1
+
+
+def make_builder(pool: WorkerPool, timeout_s: float):
+    """A MetaSchedule ``Builder`` that compiles candidates on ``pool``."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    @derived_object
+    class WarmBuilder(PyBuilder):
+        """Builds candidates in parallel on warm workers."""
+
+        def build(self, build_inputs):
+            jobs = [(tvm.ir.save_json(inp.mod), str(inp.target)) for inp in build_inputs]
+            results = pool.map("build", jobs, timeout_s)
+            return [BuilderResult(r.value, None) if r.error is None
+                    else BuilderResult(None, f"build failed: {r.error}") for r in results]
+
+    return WarmBuilder()
+
+
+def make_runner(pool: WorkerPool, config: MeasureConfig):
+    """A MetaSchedule ``Runner`` that times candidates one after another on ``pool``."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    @derived_object
+    class MedianRunner(PyRunner):
+        """Times each candidate as the median of short repeats."""
+
+        def run(self, runner_inputs):
+            jobs = [(inp.artifact_path, [a.as_json() for a in inp.args_info], inp.device_type,
+                     config.repeat, config.min_repeat_ms) for inp in runner_inputs]
+            results = pool.map("run", jobs, config.run_timeout_s)
+            return [LocalRunnerFuture(res=r.value, error_message=None) if r.error is None
+                    else LocalRunnerFuture(res=None, error_message=f"run failed: {r.error}")
+                    for r in results]
+
+    return MedianRunner()
+
+
+class Measurer:
+    """Owns the worker pools; use as a context manager so workers always stop."""
+
+    def __init__(self, config: MeasureConfig = MeasureConfig()):
+        self.config = config
+        self._build_pool = WorkerPool(config.build_workers)
+        self._run_pool = WorkerPool(1)
+        self.builder = make_builder(self._build_pool, config.build_timeout_s)
+        self.runner = make_runner(self._run_pool, config)
+
+    def __enter__(self) -> Measurer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._build_pool.close()
+        self._run_pool.close()

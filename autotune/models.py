@@ -1,0 +1,194 @@
+"""Example Transformers built in code with ``onnx.helper``: no download, no torch.
+
+Two families, both exported with dynamic ``batch``/``seq`` dims exactly as a PyTorch export
+would leave them, shape subgraphs included (``Shape``/``Gather``/``Trilu`` for the causal mask):
+
+* ``translation``: a Marian-style encoder-decoder (the headline case), inputs ``input_ids`` and
+  ``decoder_input_ids``, output ``logits``;
+* ``encoder``: a BERT-style encoder, inputs ``input_ids``, output ``last_hidden_state``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of an example Transformer."""
+
+    vocab: int = 1000
+    d_model: int = 128
+    heads: int = 4
+    ffn: int = 512
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    max_positions: int = 512
+    seed: int = 0
+
+
+TINY = ModelConfig(vocab=64, d_model=32, heads=2, ffn=64, encoder_layers=1, decoder_layers=1,
+                   max_positions=64)
+
+
+class _GraphBuilder:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._rng = np.random.default_rng(config.seed)
+        self._count = 0
+
+    def name(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    def const(self, prefix: str, value: np.ndarray) -> str:
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def weight(self, prefix: str, *shape: int, scale: float | None = None) -> str:
+        std = scale if scale is not None else 1.0 / math.sqrt(shape[0])
+        return self.const(prefix, (self._rng.standard_normal(shape) * std).astype(np.float32))
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        out = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def linear(self, x: str, d_in: int, d_out: int) -> str:
+        y = self.op("MatMul", [x, self.weight("w", d_in, d_out)])
+        return self.op("Add", [y, self.const("b", np.zeros(d_out, np.float32))])
+
+    def layer_norm(self, x: str) -> str:
+        d = self.config.d_model
+        gamma = self.const("ln_g", np.ones(d, np.float32))
+        beta = self.const("ln_b", np.zeros(d, np.float32))
+        return self.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=1e-5)
+
+    def gelu(self, x: str) -> str:
+        scaled = self.op("Div", [x, self.const("sqrt2", np.array(math.sqrt(2.0), np.float32))])
+        erf = self.op("Erf", [scaled])
+        one_plus = self.op("Add", [erf, self.const("one", np.array(1.0, np.float32))])
+        half_x = self.op("Mul", [x, self.const("half", np.array(0.5, np.float32))])
+        return self.op("Mul", [half_x, one_plus])
+
+    def split_heads(self, x: str) -> str:
+        c = self.config
+        shape = self.const("shape", np.array([0, 0, c.heads, c.d_model // c.heads], np.int64))
+        return self.op("Transpose", [self.op("Reshape", [x, shape])], perm=[0, 2, 1, 3])
+
+    def merge_heads(self, x: str) -> str:
+        shape = self.const("shape", np.array([0, 0, self.config.d_model], np.int64))
+        return self.op("Reshape", [self.op("Transpose", [x], perm=[0, 2, 1, 3]), shape])
+
+    def attention(self, query_in: str, kv_in: str, mask: str | None) -> str:
+        c = self.config
+        q = self.split_heads(self.linear(query_in, c.d_model, c.d_model))
+        k = self.split_heads(self.linear(kv_in, c.d_model, c.d_model))
+        v = self.split_heads(self.linear(kv_in, c.d_model, c.d_model))
+        kt = self.op("Transpose", [k], perm=[0, 1, 3, 2])
+        scores = self.op("MatMul", [q, kt])
+        scale = self.const("scale", np.array(1.0 / math.sqrt(c.d_model // c.heads), np.float32))
+        scores = self.op("Mul", [scores, scale])
+        if mask is not None:
+            scores = self.op("Add", [scores, mask])
+        probs = self.op("Softmax", [scores], axis=-1)
+        context = self.merge_heads(self.op("MatMul", [probs, v]))
+        return self.linear(context, c.d_model, c.d_model)
+
+    def feed_forward(self, x: str) -> str:
+        c = self.config
+        return self.linear(self.gelu(self.linear(x, c.d_model, c.ffn)), c.ffn, c.d_model)
+
+    def embed(self, ids: str) -> str:
+        """Token embedding plus learned positions sliced to the dynamic sequence length."""
+        c = self.config
+        tokens = self.op("Gather", [self.weight("tok_emb", c.vocab, c.d_model, scale=0.02), ids])
+        seq_len = self.op("Gather", [self.op("Shape", [ids]), self.const("one", np.array([1], np.int64))])
+        positions = self.op("Slice", [self.weight("pos_emb", c.max_positions, c.d_model, scale=0.02),
+                                      self.const("zero", np.array([0], np.int64)), seq_len,
+                                      self.const("axis0", np.array([0], np.int64))])
+        return self.layer_norm(self.op("Add", [tokens, positions]))
+
+    def causal_mask(self, ids: str) -> str:
+        """-1e9 above the diagonal, built from the input's shape as a PyTorch export does."""
+        seq_len = self.op("Gather", [self.op("Shape", [ids]), self.const("one", np.array([1], np.int64))])
+        square = self.op("Concat", [seq_len, seq_len], axis=0)
+        ones = self.op("ConstantOfShape", [square],
+                       value=numpy_helper.from_array(np.array([1.0], np.float32)))
+        upper = self.op("Trilu", [ones, self.const("k1", np.array(1, np.int64))], upper=1)
+        return self.op("Mul", [upper, self.const("neg", np.array(-1e9, np.float32))])
+
+    def encoder_layer(self, x: str) -> str:
+        x = self.layer_norm(self.op("Add", [x, self.attention(x, x, None)]))
+        return self.layer_norm(self.op("Add", [x, self.feed_forward(x)]))
+
+    def decoder_layer(self, y: str, memory: str, mask: str) -> str:
+        y = self.layer_norm(self.op("Add", [y, self.attention(y, y, mask)]))
+        y = self.layer_norm(self.op("Add", [y, self.attention(y, memory, None)]))
+        return self.layer_norm(self.op("Add", [y, self.feed_forward(y)]))
+
+
+def _ids_input(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", f"{name}_seq"])
+
+
+def _finish(builder: _GraphBuilder, name: str, inputs: list, output: str, out_name: str,
+            out_shape: list) -> onnx.ModelProto:
+    builder.nodes.append(helper.make_node("Identity", [output], [out_name], name="output"))
+    graph = helper.make_graph(builder.nodes, name, inputs,
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)],
+                              builder.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="autotune.models")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def bert_encoder(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
+    """A BERT-style encoder: ``input_ids [batch, seq]`` → ``last_hidden_state``."""
+    b = _GraphBuilder(config)
+    x = b.embed("input_ids")
+    for _ in range(config.encoder_layers):
+        x = b.encoder_layer(x)
+    return _finish(b, "bert_encoder", [_ids_input("input_ids")], x, "last_hidden_state",
+                   ["batch", "input_ids_seq", config.d_model])
+
+
+def translation(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
+    """A Marian-style encoder-decoder: source and target ids → next-token ``logits``."""
+    b = _GraphBuilder(config)
+    memory = b.embed("input_ids")
+    for _ in range(config.encoder_layers):
+        memory = b.encoder_layer(memory)
+    mask = b.causal_mask("decoder_input_ids")
+    y = b.embed("decoder_input_ids")
+    for _ in range(config.decoder_layers):
+        y = b.decoder_layer(y, memory, mask)
+    logits = b.op("MatMul", [y, b.weight("lm_head", config.d_model, config.vocab)])
+    return _finish(b, "translation", [_ids_input("input_ids"), _ids_input("decoder_input_ids")],
+                   logits, "logits", ["batch", "decoder_input_ids_seq", config.vocab])
+
+
+EXAMPLES = {"translation": translation, "encoder": bert_encoder}
+
+
+def write_example(name: str, path: str | Path, config: ModelConfig = ModelConfig()) -> Path:
+    """Write the example model ``name`` (see ``EXAMPLES``) to ``path`` and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(EXAMPLES[name](config), str(path))
+    return path

@@ -1,0 +1,61 @@
+"""Graph-level passes on the imported Relax module and extraction of the operator tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Task:
+    """One operator task: a fused PrimFunc, how often the model calls it, and its cost."""
+
+    name: str
+    weight: int
+    flops: float
+    structural_hash: str
+    mod: object = field(repr=False)
+    target: object = field(repr=False)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "weight": self.weight, "flops": self.flops,
+                "workload_hash": self.structural_hash}
+
+
+def backend_pipeline(target):
+    """TVM's Relax pipeline module for the target's backend (its pass lists by stage)."""
+    import importlib
+
+    backend = "cuda" if target.kind.name == "cuda" else "cpu_generic"
+    return importlib.import_module(f"tvm.relax.backend.{backend}.pipeline")
+
+
+def fuse(relax_mod, target):
+    """Decompose for inference, legalize, fold constants and fuse: the module tasks come from.
+
+    Compile applies tuned schedules to this same module, so workload keys match by construction.
+    """
+    import tvm
+    from tvm import relax
+
+    pipeline = backend_pipeline(target)
+    passes = [relax.transform.DecomposeOpsForInference(), *pipeline.library_dispatch_passes(target),
+              *pipeline.legalize_passes(target)]
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(passes)(relax_mod)
+
+
+def extract_tasks(fused_mod, target) -> list[Task]:
+    """The tunable tasks of a fused module, heaviest (weight × FLOPs) first."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks = []
+    for extracted in ms.relax_integration.extract_tasks(fused_mod, target):
+        mod = extracted.dispatched[0]
+        tasks.append(Task(name=extracted.task_name, weight=int(extracted.weight),
+                          flops=float(estimate_tir_flops(mod)),
+                          structural_hash=str(tvm_ffi.structural_hash(mod)), mod=mod,
+                          target=extracted.target))
+    tasks.sort(key=lambda t: (-t.weight * t.flops, t.name))
+    return tasks

@@ -1,0 +1,88 @@
+"""Tune a tiny model into a temporary SQLite file, compile, load in a fresh process, match ORT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from sqlalchemy import create_engine, text
+
+import autotune
+
+from .conftest import TINY_SHAPES, run_env
+
+
+def test_tune_summary_and_database(tuned):
+    summary = tuned["summary"]
+    assert summary["tasks"] > 10
+    assert summary["trials_measured"] >= 48
+    assert summary["failures"] == 0
+    assert summary["estimated_latency_ms"] > 0
+    with create_engine(tuned["db"]).connect() as conn:
+        counts = dict(conn.execute(text(
+            "SELECT provenance, count(*) FROM tuning_records GROUP BY provenance")).all())
+        status = conn.execute(text("SELECT status FROM jobs WHERE id = :id"),
+                              {"id": summary["job_id"]}).scalar()
+        workloads = conn.execute(text("SELECT count(*) FROM workloads")).scalar()
+    assert status == "finished"
+    assert counts["default"] == summary["tasks"]  # every task's naive nest measured once
+    assert sum(counts.values()) == summary["trials_measured"]
+    assert workloads == summary["tasks"]
+
+
+LOADER = """
+import json, sys
+import numpy as np
+import autotune
+model = autotune.load(sys.argv[1])
+inputs = dict(np.load(sys.argv[2]))
+out = model(inputs)
+np.save(sys.argv[3], out["logits"])
+print(json.dumps({"compiler_loaded": "tvm.relax" in sys.modules}))
+"""
+
+
+def test_compile_load_in_fresh_process_matches_onnxruntime(tuned, tmp_path):
+    so_path = tmp_path / "tiny.so"
+    built = autotune.compile(tuned["model"], so_path, TINY_SHAPES, "host", tuned["db"])
+    assert built["validation"]["passed"] and built["validation"]["max_rel_err"] < 1e-4
+    assert built["tasks_tuned"] == built["tasks"]
+    manifest = json.loads((tmp_path / "tiny.so.json").read_text())
+    assert manifest["record_ids"] == built["record_ids"] and manifest["job_ids"] == [tuned["summary"]["job_id"]]
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "decoder_input_ids"]
+
+    rng = np.random.default_rng(7)
+    inputs = {"input_ids": rng.integers(0, 64, (1, 16)), "decoder_input_ids": rng.integers(0, 64, (1, 8))}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    proc = subprocess.run([sys.executable, "-c", LOADER, str(so_path), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True, env=run_env(),
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"compiler_loaded": False}
+    session = ort.InferenceSession(str(tuned["model"]), providers=["CPUExecutionProvider"])
+    (reference,) = session.run(["logits"], inputs)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_second_model_reuses_shared_workloads(tuned, tiny_encoder):
+    """The encoder shares its layer's tasks with the translation model's encoder."""
+    summary = autotune.tune(tiny_encoder, {"input_ids": (1, 16)}, "host", tuned["db"], trials=8)
+    assert summary["tasks_from_database"] >= 3
+    assert summary["job_id"] != tuned["summary"]["job_id"]
+
+
+def test_bench_reports_percentiles_side_by_side(tuned, tmp_path):
+    from autotune.bench import BenchConfig, bench
+
+    so_path = tmp_path / "tiny.so"
+    autotune.compile(tuned["model"], so_path, TINY_SHAPES, "host", tuned["db"], validate=False)
+    result = bench(so_path, BenchConfig(count=20, warmup=2))
+    assert set(result["systems"]) == {"autotune", "onnxruntime", "untuned_tvm"}
+    for stats in result["systems"].values():
+        assert stats["runs"] == 20
+        assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+        assert stats["throughput_per_s"] > 0
+    assert result["systems"]["onnxruntime"]["p50_vs_onnxruntime"] == 1.0

@@ -1,0 +1,77 @@
+"""A candidate that segfaults or hangs fails its own trial, recorded with the reason; the job goes on."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from autotune.database import Store, make_sql_database
+from autotune.measure import MeasureConfig, Measurer
+from autotune.schema import TuningRecordRow
+from autotune.search import Budget, search
+from autotune.targets import canonical, parse_target
+from autotune.tasks import Task
+
+
+def _task(name: str, build_compute) -> Task:
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((16,), name="A")
+    out = build_compute(a, te)
+    mod = tvm.IRModule({"main": te.create_prim_func([a, out])})
+    return Task(name=name, weight=1, flops=16.0, structural_hash=name, mod=mod,
+                target=parse_target("host"))
+
+
+def _segfaulting(a, te):
+    """Reads 4 GiB past the end of its input: the process dies of SIGSEGV."""
+    return te.compute((16,), lambda i: a[i + (1 << 30)] * 2.0, name="oob")
+
+
+def _hanging(a, te):
+    """Ten billion iterations: runs for minutes, far past the runner's timeout."""
+    k1 = te.reduce_axis((0, 100000), name="k1")
+    k2 = te.reduce_axis((0, 100000), name="k2")
+    return te.compute((16,), lambda i: te.sum(a[(i + k1 + k2) % 16], axis=[k1, k2]), name="slow")
+
+
+def _healthy(a, te):
+    return te.compute((16,), lambda i: a[i] + 1.0, name="ok")
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    tasks = [_task("segfaults", _segfaulting), _task("hangs", _hanging), _task("healthy", _healthy)]
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('iso') / 'db.sqlite'}")
+    database = make_sql_database(store, canonical(tasks[0].target))
+    with Measurer(MeasureConfig(run_timeout_s=3.0)) as measurer:
+        result = search(tasks, database, measurer, Budget(trials=9))
+    with store.session() as session:
+        rows = list(session.scalars(select(TuningRecordRow)))
+    by_task = {t.name: [r for r in rows if r.workload_id == database.workload_id(t.mod)] for t in tasks}
+    return result, by_task
+
+
+def test_job_completes_with_every_trial_recorded(measured):
+    result, by_task = measured
+    assert result.trials_measured == 9
+    assert sum(len(rows) for rows in by_task.values()) == 9
+
+
+def test_segfault_is_a_failed_trial_with_its_signal(measured):
+    _, by_task = measured
+    rows = by_task["segfaults"]
+    assert rows and all(r.error_kind == "run" and r.latency_s is None for r in rows)
+    assert all("SIGSEGV" in r.error_msg for r in rows)
+
+
+def test_hang_is_a_failed_trial_after_the_timeout(measured):
+    _, by_task = measured
+    rows = by_task["hangs"]
+    assert rows and all(r.error_kind == "run" and "timed out" in r.error_msg for r in rows)
+
+
+def test_healthy_task_still_measured(measured):
+    _, by_task = measured
+    assert any(r.latency_s and r.error_kind is None for r in by_task["healthy"])
