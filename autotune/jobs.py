@@ -149,6 +149,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
             "target": json.loads(canonical(prepared.target)), "tasks": len(prepared.tasks),
             "tasks_from_database": len(satisfied), "trials_measured": result.trials_measured,
             "failures": result.failures, "tuning_seconds": round(result.tuning_seconds, 2),
+            "time_split_s": result.time_split,
             "estimated_latency_ms": (1e3 * sum(best[t.name] * t.weight for t in prepared.tasks)
                                      if known else None),
             "untuned_tasks": sorted(name for name, v in best.items() if v is None)}

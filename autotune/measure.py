@@ -74,6 +74,10 @@ class Measurer:
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
         self.runner = make_runner(self._run_pool, config)
 
+    def seconds(self) -> dict[str, float]:
+        """Wall time spent building and running candidates so far."""
+        return {"build": self._build_pool.busy_seconds, "run": self._run_pool.busy_seconds}
+
     def __enter__(self) -> Measurer:
         return self
 

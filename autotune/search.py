@@ -66,6 +66,7 @@ class SearchResult:
     failures: int
     tuning_seconds: float
     tasks: list[TaskProgress]
+    time_split: dict[str, float] = field(default_factory=dict)
 
     def estimated_latency_ms(self) -> float | None:
         """Sum of weight × best latency over tasks, or None if a task has no measurement."""
@@ -266,9 +267,10 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
         if progress_fn:
             progress_fn(_progress_event(state, p, *spent()))
     trials, seconds = spent()
-    result = SearchResult(trials_measured=trials, failures=state.failures, tuning_seconds=seconds,
-                          tasks=state.progress)
-    return result
+    split = measurer.seconds()
+    split["search"] = time.monotonic() - start - split["build"] - split["run"]
+    return SearchResult(trials_measured=trials, failures=state.failures, tuning_seconds=seconds,
+                        tasks=state.progress, time_split={k: round(v, 2) for k, v in split.items()})
 
 
 def _progress_event(state: _Search, p: TaskProgress, trials: int, seconds: float) -> dict:

@@ -76,7 +76,9 @@ class WorkerPool:
 
     def __init__(self, size: int):
         self._workers = [_Worker() for _ in range(max(1, size))]
+        self.busy_seconds = 0.0  # wall time spent inside ``map``, start-up excluded
         self.map("ping", [()] * len(self._workers), timeout_s=_STARTUP_TIMEOUT_S)
+        self.busy_seconds = 0.0
 
     @property
     def size(self) -> int:
@@ -84,6 +86,7 @@ class WorkerPool:
 
     def map(self, name: str, arg_tuples: Sequence[tuple], timeout_s: float) -> list[JobResult]:
         """Run job ``name`` once per argument tuple; results come back in order."""
+        started = time.monotonic()
         results: list[JobResult | None] = [None] * len(arg_tuples)
         pending = list(range(len(arg_tuples)))
         busy: dict[int, tuple[int, float]] = {}  # worker index -> (job index, deadline)
@@ -94,6 +97,7 @@ class WorkerPool:
                     self._workers[w_index].conn.send((name, arg_tuples[job]))
                     busy[w_index] = (job, time.monotonic() + timeout_s)
             self._collect(busy, results)
+        self.busy_seconds += time.monotonic() - started
         return results  # type: ignore[return-value]
 
     def _collect(self, busy: dict[int, tuple[int, float]], results: list) -> None:
