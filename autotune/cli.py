@@ -142,6 +142,67 @@ def cmd_demo(args) -> dict:
     return {"tune": summary, "compile": built, "bench": result}
 
 
+HISTORY_COLUMNS = {
+    "jobs": ["job_id", "model", "target", "status", "trials", "failures", "tuning_seconds", "started_at"],
+    "best": ["task", "target", "latency_ms", "provenance", "record_id", "job_id", "records_measured"],
+    "curve": ["trial", "seconds", "estimated_latency_ms"],
+    "compare": ["job_id", "target", "status", "trials", "tuning_seconds", "estimated_latency_ms"],
+    "artifacts": ["artifact_id", "path", "model", "target", "job_ids", "record_ids"],
+}
+
+
+def cmd_history(args) -> dict:
+    from . import history
+    from .database import Store
+
+    store = Store(args.db)
+    if args.query in ("curve",) and args.job is None:
+        raise AutotuneError("history curve needs --job ID")
+    if args.query == "compare" and not args.model:
+        raise AutotuneError("history compare needs --model NAME")
+    rows = {
+        "jobs": lambda: history.jobs(store, args.model, args.target, args.since),
+        "best": lambda: history.best(store, args.model, args.target, args.job),
+        "curve": lambda: history.curve(store, args.job),
+        "compare": lambda: history.compare(store, args.model),
+        "artifacts": lambda: history.artifacts(store, args.model, args.artifact),
+    }[args.query]()
+    if not args.json:
+        print(table(rows, HISTORY_COLUMNS[args.query]))
+    return {"query": args.query, "rows": rows}
+
+
+def cmd_report(args) -> dict:
+    from .database import Store
+    from .history import curve
+    from .report import plot_curve
+
+    path = plot_curve(curve(Store(args.db), args.job), args.job, args.output)
+    if not args.json:
+        print(f"wrote {path}")
+    return {"job_id": args.job, "plot": str(path)}
+
+
+def cmd_db_upgrade(args) -> dict:
+    from .database import Store
+
+    before, after = Store(args.db, check_schema=False).upgrade()
+    if not args.json:
+        print(f"database schema: revision {before or '(empty)'} → {after}")
+    return {"before": before, "after": after}
+
+
+def parse_since(text: str):
+    """An ISO date or date-time, read as UTC when no zone is given."""
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --since {text!r}: use an ISO date, e.g. 2026-11-28") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
 def _common(parser: argparse.ArgumentParser, model: bool = True, target: bool = True) -> None:
     if model:
         parser.add_argument("model", help="ONNX model file")
@@ -193,6 +254,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="the tiny test-sized configuration")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_example)
+    p = sub.add_parser("history", help="query tuning history: jobs, best, curve, compare, artifacts")
+    p.add_argument("query", choices=list(HISTORY_COLUMNS))
+    p.add_argument("--model", help="model name (the ONNX file's stem)")
+    p.add_argument("--target", help="only targets whose canonical JSON contains this text")
+    p.add_argument("--job", type=positive_int, help="job id")
+    p.add_argument("--artifact", type=positive_int, help="artifact id")
+    p.add_argument("--since", type=parse_since, help="only jobs started at or after (ISO date)")
+    _common(p, model=False, target=False)
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser("report", help="plot a job's tuning curve as PNG")
+    p.add_argument("--job", type=positive_int, required=True)
+    p.add_argument("-o", "--output", required=True, help="PNG path")
+    _common(p, model=False, target=False)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("db", help="database maintenance")
+    p.add_argument("action", choices=["upgrade"], help="upgrade: migrate the schema in place")
+    _common(p, model=False, target=False)
+    p.set_defaults(func=cmd_db_upgrade)
     p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
     _common(p, model=False)
     p.add_argument("--time-budget", type=parse_duration, default=240.0)

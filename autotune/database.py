@@ -17,11 +17,12 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import migrate
 from .errors import AutotuneError
-from .schema import Base, TargetRow, TuningRecordRow, WorkloadRow
+from .schema import TargetRow, TuningRecordRow, WorkloadRow
 
 DEFAULT_DB_URL = "sqlite:///tuning_logs/autotune.db"
 T = TypeVar("T")
@@ -53,17 +54,41 @@ def _make_engine(url: str) -> Engine:
 
 
 class Store:
-    """A connection to the tuning database; creates the schema on first use."""
+    """A connection to the tuning database; creates the schema on first use.
 
-    def __init__(self, url: str | None = None):
+    A database at an older schema revision is refused with the command that upgrades it, unless
+    ``check_schema`` is false (``autotune db upgrade`` opens it that way).
+    """
+
+    def __init__(self, url: str | None = None, check_schema: bool = True):
         self.url = resolve_db_url(url)
         try:
             self.engine = _make_engine(self.url)
-            Base.metadata.create_all(self.engine)
+            revision = self._create_if_empty() if check_schema else None
         except (SQLAlchemyError, OSError, ValueError, ModuleNotFoundError) as err:
             reason = str(err).splitlines()[0][:200]
             raise AutotuneError(f"cannot open database --db {self.url}: {reason}") from None
+        if check_schema and revision != migrate.head_revision():
+            raise AutotuneError(f"database --db {self.url} is at schema revision {revision}, this "
+                                f"autotune needs {migrate.head_revision()}: run `autotune db upgrade "
+                                f"--db {self.url}` (back it up first)")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_if_empty(self) -> str | None:
+        revision = migrate.current_revision(self.engine)
+        if revision is None:
+            try:
+                migrate.upgrade(self.engine)
+            except SQLAlchemyError:
+                pass  # another process created it first; the re-read below tells
+            revision = migrate.current_revision(self.engine)
+        return revision
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate the schema in place to the newest revision; returns (before, after)."""
+        before = migrate.current_revision(self.engine)
+        migrate.upgrade(self.engine)
+        return before, migrate.current_revision(self.engine)
 
     def session(self) -> Session:
         """A new ORM session (use as a context manager)."""
@@ -122,6 +147,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             self.store = store
             self.job_id = job_id
             self.provenance = provenance
+            self.job_clock: Callable[[], float] | None = None  # the job's tuning seconds, if any
             self.target_id = store.target_id(target_canonical)
             self._workloads: dict[int, tuple] = {}
 
@@ -157,7 +183,10 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                 session.add(row)
                 session.flush()
                 return row.id
-            row_id = self.store.write(work)
+            try:
+                row_id = self.store.write(work)
+            except IntegrityError:  # another process committed the same workload meanwhile
+                return self._find(mod)[0]
             self._workloads[row_id] = workload
             return row_id
 
@@ -179,6 +208,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
 
             def work(session: Session) -> int:
                 row = TuningRecordRow(job_id=self.job_id, workload_id=wid, target_id=self.target_id,
+                                      job_seconds=self.job_clock() if self.job_clock else None,
                                       record_json=json.dumps(record.as_json()), latency_s=latency,
                                       error_kind=error_kind, error_msg=error_msg,
                                       provenance=provenance or self.provenance)
@@ -199,6 +229,16 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                            TuningRecordRow.target_id == self.target_id,
                            TuningRecordRow.latency_s.is_not(None))
                     .order_by(TuningRecordRow.latency_s, TuningRecordRow.id).limit(top_k)))
+
+        def job_trials(self, mod) -> int:
+            """Candidates this job has already searched (not the default nest) for ``mod``."""
+            found = self._find(mod)
+            if found is None or self.job_id is None:
+                return 0
+            with self.store.session() as session:
+                return session.scalar(select(func.count(TuningRecordRow.id)).where(
+                    TuningRecordRow.workload_id == found[0], TuningRecordRow.job_id == self.job_id,
+                    TuningRecordRow.provenance != "default")) or 0
 
         def _to_record(self, row: TuningRecordRow, workload):
             return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 from .database import Store, make_sql_database
 from .errors import AutotuneError
 from .frontend import ImportedModel, load_model
-from .schema import ArtifactRecord, Artifact, Job, Model, TuningRecordRow, utcnow
+from .schema import Artifact, ArtifactRecord, Job, JobTask, Model, TuningRecordRow, utcnow
 from .search import Budget, SearchConfig, search
 from .targets import canonical, host_cpu_flags, parse_target
 from .tasks import Task, extract_tasks, fuse
@@ -101,6 +102,20 @@ def _satisfied_elsewhere(database, tasks: list[Task], job_id: int) -> set[str]:
             if any(row.job_id != job_id for row in database.best_rows(t.mod, 1))}
 
 
+def _record_job_tasks(store: Store, database, job_id: int, tasks: list[Task]) -> None:
+    """The job's task list with weights, so history can estimate latency from the database alone."""
+    ids = {t.name: database.workload_id(t.mod) for t in tasks}
+
+    def work(session) -> None:
+        known = set(session.scalars(select(JobTask.workload_id).where(JobTask.job_id == job_id)))
+        for task in tasks:
+            if ids[task.name] not in known:
+                known.add(ids[task.name])
+                session.add(JobTask(job_id=job_id, workload_id=ids[task.name], task_name=task.name,
+                                    weight=task.weight, flops=task.flops))
+    store.write(work)
+
+
 def _set_job(store: Store, job_id: int, **values) -> None:
     def work(session) -> None:
         job = session.get(Job, job_id)
@@ -128,6 +143,9 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     satisfied = _satisfied_elsewhere(database, prepared.tasks, job_id) if reuse else set()
     to_tune = [t for t in prepared.tasks if t.name not in satisfied]
     spent_trials, spent_seconds = _job_spent(store, job_id)
+    _record_job_tasks(store, database, job_id, prepared.tasks)
+    session_start = time.monotonic()
+    database.job_clock = lambda: spent_seconds + time.monotonic() - session_start
 
     def on_round(event: dict) -> None:
         _set_job(store, job_id, tuning_seconds=event["seconds"])

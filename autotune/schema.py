@@ -1,10 +1,13 @@
-"""SQLAlchemy schema of the tuning database: the source of truth of every job and measurement."""
+"""SQLAlchemy schema of the tuning database: the source of truth of every job and measurement.
+
+This is the schema at the newest migration (``autotune/migrations/versions``); change both together.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint)
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,7 +47,7 @@ class WorkloadRow(Base):
     __tablename__ = "workloads"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     structural_hash: Mapped[str] = mapped_column(String(32), index=True)
-    content_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     workload_json: Mapped[str] = mapped_column(Text)
     tir_text: Mapped[str] = mapped_column(Text)
 
@@ -67,14 +70,26 @@ class Job(Base):
     tuning_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class JobTask(Base):
+    """A task of a job's model: which workload, under which name, how often the model calls it."""
+
+    __tablename__ = "job_tasks"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"), primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(256))
+    weight: Mapped[int] = mapped_column(Integer)
+    flops: Mapped[float] = mapped_column(Float)
+
+
 class TuningRecordRow(Base):
     """One measured candidate: its trace and run times, or why it failed."""
 
     __tablename__ = "tuning_records"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True, index=True)
     workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id"))
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
+    job_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     record_json: Mapped[str] = mapped_column(Text)
     latency_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)

@@ -126,8 +126,7 @@ def register_tensor_intrinsics(target) -> None:
 
 
 class _Search:
-    def __init__(self, tasks: list[Task], database, measurer, config: SearchConfig,
-                 progress_fn: ProgressFn | None):
+    def __init__(self, tasks: list[Task], database, measurer, config: SearchConfig, per_round: int):
         from tvm.s_tir import meta_schedule as ms
 
         if tasks:
@@ -135,12 +134,11 @@ class _Search:
         self.ms = ms
         self.database = database
         self.measurer = measurer
-        self.progress_fn = progress_fn
         self.progress = [TaskProgress(t) for t in tasks]
         self.contexts = [self._context(t, i, config) for i, t in enumerate(tasks)]
         self.cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=_cores(tasks))
         self.failures = 0
-        self._load_best()
+        self._load_state(per_round)
 
     def _context(self, task: Task, index: int, config: SearchConfig):
         strategy = self.ms.search_strategy.EvolutionarySearch(
@@ -150,10 +148,13 @@ class _Search:
                                    search_strategy=strategy, task_name=task.name,
                                    rand_state=config.seed + index, num_threads=_cores([task]))
 
-    def _load_best(self) -> None:
+    def _load_state(self, per_round: int) -> None:
+        """Best latencies from the database; trials and rounds a resumed job already spent."""
         for p in self.progress:
             rows = self.database.best_rows(p.task.mod, 1)
             p.best_s = rows[0].latency_s if rows else None
+            p.trials = self.database.job_trials(p.task.mod)
+            p.rounds = -(-p.trials // per_round)
 
     def run_round(self, p: TaskProgress, trials: int) -> None:
         index = self.progress.index(p)
@@ -243,14 +244,15 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
            already_measured: int = 0, already_seconds: float = 0.0) -> SearchResult:
     """Tune ``tasks`` within ``budget`` (counting what a resumed job already spent)."""
     start = time.monotonic()
-    already_measured += measure_defaults(tasks, database, measurer)
-    state = _Search(tasks, database, measurer, config, progress_fn)
+    measured_before = already_measured + measure_defaults(tasks, database, measurer)
     per_round = trials_per_round(budget, len(tasks), config)
+    state = _Search(tasks, database, measurer, config, per_round)
+    resumed_trials = sum(p.trials for p in state.progress)  # already in ``already_measured``
     round_seconds: list[float] = []
 
     def spent() -> tuple[int, float]:
-        return (already_measured + sum(p.trials for p in state.progress),
-                already_seconds + time.monotonic() - start)
+        new_trials = sum(p.trials for p in state.progress) - resumed_trials
+        return measured_before + new_trials, already_seconds + time.monotonic() - start
 
     while tasks:
         trials, seconds = spent()

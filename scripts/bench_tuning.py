@@ -44,7 +44,7 @@ def run_stock(prepared, trials: int, folder: Path) -> dict:
     start = time.monotonic()
     with ms.Profiler() as profiler:
         database = ms.relax_integration.tune_relax(
-            mod=prepared.model.relax_mod, params={}, target=prepared.target,
+            mod=prepared.fused, params={}, target=prepared.target,
             work_dir=str(folder / "stock"), max_trials_global=trials)
     seconds = time.monotonic() - start
     records = database.get_all_tuning_records()
