@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -14,12 +13,14 @@ from .errors import AutotuneError
 DEMO_DIR = Path("tuning_logs/demo")
 
 
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``1h`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r}: use e.g. 90s, 10m, 1h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+def duration_arg(text: str) -> float:
+    """A duration flag (``90s``, ``10m``, ``1h``) in seconds."""
+    from .space import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def positive_int(text: str) -> int:
@@ -59,30 +60,74 @@ def _print_progress(event: dict) -> None:
 def cmd_tasks(args) -> dict:
     from .jobs import prepare
 
-    prepared = prepare(args.model, _shapes(args.shape), args.target)
+    prepared = prepare(args.model, _shapes(args.shape), _target(args, None))
     rows = [t.as_dict() for t in prepared.tasks]
     if not args.json:
         print(table(rows, ["name", "weight", "flops", "workload_hash"]))
     return {"model": args.model, "tasks": rows}
 
 
+def _space(args):
+    """The ``--space`` file parsed, or None."""
+    from .space import load_space
+
+    return load_space(args.space) if getattr(args, "space", None) else None
+
+
+def _target(args, space) -> str:
+    return args.target or (space.target if space else "host")
+
+
 def cmd_tune(args) -> dict:
     from .jobs import tune
+    from .search import SearchConfig
 
-    summary = tune(args.model, _shapes(args.shape), args.target, args.db, trials=args.trials,
-                   time_budget_s=args.time_budget, reuse=not args.no_reuse,
+    space = _space(args)
+    trials = args.trials or (space.trials if space and not args.time_budget else None)
+    time_budget = args.time_budget or (space.time_s if space and not args.trials else None)
+    manual = [*(space.manual_modules if space else []), *(args.manual or [])]
+    summary = tune(args.model, _shapes(args.shape), _target(args, space), args.db, trials=trials,
+                   time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion,
+                   config=SearchConfig(trials_per_round=args.trials_per_round), manual=manual,
                    progress=None if args.quiet else _print_progress)
     if not args.json:
+        if summary["manual_schedules"]:
+            print(table(summary["manual_schedules"], ["schedule", "task", "latency_ms", "error"]) + "\n")
         print(table([summary], ["job_id", "tasks", "tasks_from_database", "trials_measured",
                                 "failures", "tuning_seconds", "estimated_latency_ms"]))
     return summary
 
 
+def cmd_study(args) -> dict:
+    from .graph_search import _target_for, best_configuration, run_study
+    from .jobs import compile as compile_model
+
+    space = _space(args)
+    shapes = _shapes(args.shape)
+    study = run_study(args.model, shapes, space, args.db, args.trials,
+                      progress=None if args.quiet else lambda e: print(
+                          f"trial {e['trial']}: {e['knobs']} → p50 {e['p50_ms']:.3f} ms", file=sys.stderr))
+    best = best_configuration(study)
+    knobs = best["knobs"]
+    built = compile_model(args.model, args.output, shapes, _target_for(space, knobs.get("threads")),
+                          args.db, rtol=space.rtol, atol=space.atol,
+                          fusion=knobs.get("fusion", "full"), pins=space.pin)
+    rows = [{"trial": t.number, "state": t.state.name, "p50_ms": t.value, **t.params} for t in study.trials]
+    if not args.json:
+        print(table(rows, ["trial", "state", "p50_ms", *space.graph]))
+        print(f"best: trial {best['trial']} {knobs} p50 {best['p50_ms']:.3f} ms → {built['artifact']}")
+    return {"study": study.study_name, "trials": rows, "best": best, "compile": built}
+
+
 def cmd_compile(args) -> dict:
     from .jobs import compile as compile_model
 
-    summary = compile_model(args.model, args.output, _shapes(args.shape), args.target, args.db,
-                            validate=not args.no_validate, rtol=args.rtol, atol=args.atol)
+    space = _space(args)
+    summary = compile_model(args.model, args.output, _shapes(args.shape), _target(args, space), args.db,
+                            validate=not args.no_validate,
+                            rtol=args.rtol if args.rtol is not None else (space.rtol if space else 1e-4),
+                            atol=args.atol if args.atol is not None else (space.atol if space else 1e-4),
+                            fusion=args.fusion, pins=space.pin if space else ())
     if not args.json:
         valid = summary["validation"]
         print(f"wrote {summary['artifact']} (sha256 {summary['sha256'][:16]}…), "
@@ -129,11 +174,12 @@ def cmd_demo(args) -> dict:
 
     model = write_example("translation", DEMO_DIR / "translation.onnx")
     shapes = {"input_ids": (1, 32), "decoder_input_ids": (1, 8)}
-    print(f"tuning {model} on --target {args.target} for {args.time_budget:.0f} s", file=sys.stderr)
-    summary = tune(model, shapes, args.target, args.db, time_budget_s=args.time_budget,
+    target = _target(args, None)
+    print(f"tuning {model} on --target {target} for {args.time_budget:.0f} s", file=sys.stderr)
+    summary = tune(model, shapes, target, args.db, time_budget_s=args.time_budget,
                    progress=_print_progress)
     so_path = DEMO_DIR / "translation.so"
-    built = compile_model(model, so_path, shapes, args.target, args.db)
+    built = compile_model(model, so_path, shapes, target, args.db)
     result = bench(so_path, BenchConfig(count=50, warmup=5))
     if not args.json:
         _print_bench(result)
@@ -173,14 +219,29 @@ def cmd_history(args) -> dict:
 
 
 def cmd_report(args) -> dict:
+    from . import report
     from .database import Store
-    from .history import curve
-    from .report import plot_curve
+    from .history import breakdown, curve
 
-    path = plot_curve(curve(Store(args.db), args.job), args.job, args.output)
+    store = Store(args.db)
+    points = curve(store, args.job)
+    if args.output.endswith(".html"):
+        study = _study(store.url, args.study) if args.study else None
+        path = report.write_html(args.output, args.job, points, breakdown(store, args.job), study)
+    else:
+        path = report.plot_curve(points, args.job, args.output)
     if not args.json:
         print(f"wrote {path}")
-    return {"job_id": args.job, "plot": str(path)}
+    return {"job_id": args.job, "report": str(path)}
+
+
+def _study(url: str, name: str):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise AutotuneError(f"no study {name!r} in --db {url}") from None
 
 
 def cmd_db_upgrade(args) -> dict:
@@ -209,8 +270,9 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, target: bool = 
         parser.add_argument("--shape", action="append", metavar="NAME=DIMxDIM",
                             help="freeze an input's shape, e.g. input_ids=1x128 (repeatable)")
     if target:
-        parser.add_argument("--target", default="host",
-                            help="host, avx512, avx2, cuda, cuda-sm80/89/90, or a TVM target as JSON/tag")
+        parser.add_argument("--target",
+                            help="host (default), avx512, avx2, cuda, cuda-sm80/89/90, or a TVM target "
+                                 "as JSON/tag")
     parser.add_argument("--db", help="database URL (default: $AUTOTUNE_DB or "
                                      "sqlite:///tuning_logs/autotune.db)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -226,22 +288,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="search schedules for every task; records go to the database")
     _common(p)
     p.add_argument("--trials", type=positive_int, help="stop after N measured trials")
-    p.add_argument("--time-budget", type=parse_duration, help="stop after this long (90s, 10m, 1h)")
+    p.add_argument("--time-budget", type=duration_arg, help="stop after this long (90s, 10m, 1h)")
     p.add_argument("--no-reuse", action="store_true",
                    help="search tasks even when the database has records from other jobs")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--space", help="search space YAML: budget, manual schedules (flags win)")
+    p.add_argument("--manual", action="append", help="a manual schedule module (repeatable)")
+    p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
+    p.add_argument("--trials-per-round", type=positive_int, help="search round size (default: from budget)")
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("compile", help="build the best schedules into a .so with a manifest")
     _common(p)
     p.add_argument("-o", "--output", required=True, help="path of the .so to write")
     p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
-    p.add_argument("--rtol", type=float, default=1e-4)
-    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, help="relative tolerance vs ONNX Runtime (default 1e-4)")
+    p.add_argument("--atol", type=float, help="absolute tolerance vs ONNX Runtime (default 1e-4)")
+    p.add_argument("--space", help="search space YAML: pinned manual schedules, tolerances")
+    p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
     p.set_defaults(func=cmd_compile)
+    p = sub.add_parser("study", help="Optuna study over a search space's graph-level knobs")
+    _common(p, target=False)
+    p.add_argument("--space", required=True, help="search space YAML with 'graph' knobs")
+    p.add_argument("--trials", type=positive_int, help="finished trials wanted (default: the space's)")
+    p.add_argument("-o", "--output", required=True, help="where to compile the best configuration")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_study)
     p = sub.add_parser("bench", help="latency percentiles and throughput vs ONNX Runtime and untuned TVM")
     p.add_argument("artifact", help="compiled .so (with its manifest beside it)")
     p.add_argument("--count", type=positive_int, default=100)
-    p.add_argument("--duration", type=parse_duration, help="measure for this long instead of --count")
+    p.add_argument("--duration", type=duration_arg, help="measure for this long instead of --count")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
@@ -263,9 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=parse_since, help="only jobs started at or after (ISO date)")
     _common(p, model=False, target=False)
     p.set_defaults(func=cmd_history)
-    p = sub.add_parser("report", help="plot a job's tuning curve as PNG")
+    p = sub.add_parser("report", help="a job's tuning curve as PNG, or a full HTML report")
     p.add_argument("--job", type=positive_int, required=True)
-    p.add_argument("-o", "--output", required=True, help="PNG path")
+    p.add_argument("-o", "--output", required=True, help="report.html (full report) or curve.png")
+    p.add_argument("--study", help="include this Optuna study (name as `autotune study` printed)")
     _common(p, model=False, target=False)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("db", help="database maintenance")
@@ -274,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_db_upgrade)
     p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
     _common(p, model=False)
-    p.add_argument("--time-budget", type=parse_duration, default=240.0)
+    p.add_argument("--time-budget", type=duration_arg, default=240.0)
     p.set_defaults(func=cmd_demo)
     return parser
 

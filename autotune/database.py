@@ -148,6 +148,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             self.job_id = job_id
             self.provenance = provenance
             self.job_clock: Callable[[], float] | None = None  # the job's tuning seconds, if any
+            self.pins: set[str] = set()  # manual schedule names compile must use where they apply
             self.target_id = store.target_id(target_canonical)
             self._workloads: dict[int, tuple] = {}
 
@@ -200,7 +201,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             self.commit_record(record, error_kind=None, error_msg=None)
 
         def commit_record(self, record, error_kind: str | None, error_msg: str | None,
-                          provenance: str | None = None) -> int:
+                          provenance: str | None = None, source: dict | None = None) -> int:
             """Store one measured (or failed) candidate; returns its row id."""
             wid = self.workload_id(record.workload.mod)
             run_secs = [float(s) for s in record.run_secs] if record.run_secs is not None else []
@@ -211,7 +212,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                                       job_seconds=self.job_clock() if self.job_clock else None,
                                       record_json=json.dumps(record.as_json()), latency_s=latency,
                                       error_kind=error_kind, error_msg=error_msg,
-                                      provenance=provenance or self.provenance)
+                                      provenance=provenance or self.provenance, source=source)
                 session.add(row)
                 session.flush()
                 return row.id
@@ -230,6 +231,26 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                            TuningRecordRow.latency_s.is_not(None))
                     .order_by(TuningRecordRow.latency_s, TuningRecordRow.id).limit(top_k)))
 
+        def chosen_row(self, mod) -> TuningRecordRow | None:
+            """What compile uses: a pinned manual schedule's record, else the fastest record."""
+            if self.pins:
+                manual = [r for r in self.best_rows(mod, 1000) if r.provenance == "manual"
+                          and (r.source or {}).get("name") in self.pins]
+                if manual:
+                    return manual[0]
+            rows = self.best_rows(mod, 1)
+            return rows[0] if rows else None
+
+        def has_record(self, mod, provenance: str) -> bool:
+            """Whether ``mod`` has any record (even a failed one) of ``provenance`` on this target."""
+            found = self._find(mod)
+            if found is None:
+                return False
+            with self.store.session() as session:
+                return session.scalar(select(TuningRecordRow.id).where(
+                    TuningRecordRow.workload_id == found[0], TuningRecordRow.target_id == self.target_id,
+                    TuningRecordRow.provenance == provenance).limit(1)) is not None
+
         def job_trials(self, mod) -> int:
             """Candidates this job has already searched (not the default nest) for ``mod``."""
             found = self._find(mod)
@@ -245,6 +266,9 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
 
         def get_top_k(self, workload, top_k: int):
             rows = self.best_rows(workload.mod, top_k)
+            chosen = self.chosen_row(workload.mod) if self.pins else None
+            if chosen is not None:
+                rows = [chosen, *(r for r in rows if r.id != chosen.id)][:top_k]
             return [self._to_record(row, workload) for row in rows]
 
         def get_all_tuning_records(self):

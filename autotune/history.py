@@ -84,7 +84,7 @@ def _job_tasks(session, job_id: int) -> dict[int, int]:
 
 
 def curve(store: Store, job_id: int) -> list[dict]:
-    """The job's estimated model latency (Σ weight × best so far) after each of its trials.
+    """The job's estimated model latency (Σ weight × best so far) before (trial 0) and after each trial.
 
     Tasks reused from other jobs start at their best from before the job; the estimate is None until
     every task has a measurement.
@@ -95,22 +95,26 @@ def curve(store: Store, job_id: int) -> list[dict]:
             raise AutotuneError(f"no job {job_id} in --db {store.url}")
         weights = _job_tasks(session, job_id)
         first = session.scalar(select(func.min(TuningRecordRow.id)).where(TuningRecordRow.job_id == job_id))
+        if first is None:  # measured nothing itself: everything known so far came before it
+            first = (session.scalar(select(func.max(TuningRecordRow.id))) or 0) + 1
         prior = session.execute(
             select(TuningRecordRow.workload_id, func.min(TuningRecordRow.latency_s))
             .where(TuningRecordRow.workload_id.in_(list(weights)), TuningRecordRow.target_id == job.target_id,
-                   TuningRecordRow.id < (first or 0), TuningRecordRow.latency_s.is_not(None))
+                   TuningRecordRow.id < first, TuningRecordRow.latency_s.is_not(None))
             .group_by(TuningRecordRow.workload_id)).all()
         records = session.execute(
             select(TuningRecordRow.workload_id, TuningRecordRow.latency_s, TuningRecordRow.job_seconds)
             .where(TuningRecordRow.job_id == job_id).order_by(TuningRecordRow.id)).all()
     best_s = dict(prior)
-    points = []
+
+    def estimate() -> float | None:
+        known = all(w in best_s for w in weights)
+        return 1e3 * sum(best_s[w] * n for w, n in weights.items()) if known else None
+    points = [{"trial": 0, "seconds": 0.0, "estimated_latency_ms": estimate()}]
     for trial, (workload_id, latency_s, seconds) in enumerate(records, start=1):
         if latency_s is not None and latency_s < best_s.get(workload_id, float("inf")):
             best_s[workload_id] = latency_s
-        known = all(w in best_s for w in weights)
-        estimate = 1e3 * sum(best_s[w] * n for w, n in weights.items()) if known else None
-        points.append({"trial": trial, "seconds": seconds, "estimated_latency_ms": estimate})
+        points.append({"trial": trial, "seconds": seconds, "estimated_latency_ms": estimate()})
     return points
 
 
@@ -142,3 +146,29 @@ def artifacts(store: Store, model: str | None = None, artifact: int | None = Non
              "job_ids": a.manifest.get("job_ids", []), "record_ids": sorted(records.get(a.id, [])),
              "created_at": a.created_at.isoformat()}
             for a in rows if model is None or a.manifest.get("model", {}).get("name") == model]
+
+
+def breakdown(store: Store, job_id: int) -> list[dict]:
+    """Where the time goes: each task's weighted latency untuned (naive nest) and tuned (best)."""
+    with store.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise AutotuneError(f"no job {job_id} in --db {store.url}")
+        tasks = session.execute(select(JobTask.workload_id, JobTask.task_name, JobTask.weight)
+                                .where(JobTask.job_id == job_id)).all()
+        stats = dict(((w, p), v) for w, p, v in session.execute(
+            select(TuningRecordRow.workload_id, TuningRecordRow.provenance,
+                   func.min(TuningRecordRow.latency_s))
+            .where(TuningRecordRow.workload_id.in_([t[0] for t in tasks]),
+                   TuningRecordRow.target_id == job.target_id, TuningRecordRow.latency_s.is_not(None))
+            .group_by(TuningRecordRow.workload_id, TuningRecordRow.provenance)).all())
+    rows = []
+    for workload_id, name, weight in tasks:
+        by_provenance = {p: v for (w, p), v in stats.items() if w == workload_id}
+        untuned = by_provenance.get("default")
+        tuned = min(by_provenance.values()) if by_provenance else None
+        rows.append({"task": name, "weight": weight,
+                     "untuned_ms": None if untuned is None else untuned * weight * 1e3,
+                     "tuned_ms": None if tuned is None else tuned * weight * 1e3,
+                     "best_provenance": min(by_provenance, key=by_provenance.get) if by_provenance else None})
+    return sorted(rows, key=lambda r: -(r["tuned_ms"] or 0))

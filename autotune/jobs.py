@@ -6,8 +6,9 @@ import hashlib
 import json
 import platform
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +33,12 @@ class Prepared:
     tasks: list[Task]
 
 
-def prepare(model_path: str | Path, shapes: dict[str, tuple[int, ...]] | None, target: str) -> Prepared:
+def prepare(model_path: str | Path, shapes: dict[str, tuple[int, ...]] | None, target: str,
+            fusion: str = "full") -> Prepared:
     """Import ``model_path`` with frozen ``shapes``, apply graph passes, extract tasks."""
     tvm_target = parse_target(target) if isinstance(target, str) else target
     model = load_model(model_path, shapes)
-    fused = fuse(model.relax_mod, tvm_target)
+    fused = fuse(model.relax_mod, tvm_target, fusion)
     return Prepared(model, tvm_target, fused, extract_tasks(fused, tvm_target))
 
 
@@ -61,15 +63,16 @@ def _model_id(store: Store, model: ImportedModel) -> int:
     return store.write(work)
 
 
-def _resume_key(prepared: Prepared, budget: Budget) -> str:
+def _resume_key(prepared: Prepared, budget: Budget, settings: list) -> str:
     key = json.dumps([prepared.model.sha256, canonical(prepared.target),
-                      prepared.model.input_shapes(), budget.trials, budget.seconds], sort_keys=True)
+                      prepared.model.input_shapes(), budget.trials, budget.seconds, settings],
+                     sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def open_job(store: Store, prepared: Prepared, budget: Budget) -> tuple[int, bool]:
+def open_job(store: Store, prepared: Prepared, budget: Budget, settings: list) -> tuple[int, bool]:
     """The unfinished job of the same command (resumed), or a new one; returns (id, resumed)."""
-    key = _resume_key(prepared, budget)
+    key = _resume_key(prepared, budget, settings)
     target_id = store.target_id(canonical(prepared.target), " ".join(sorted(host_cpu_flags())))
     model_id = _model_id(store, prepared.model)
 
@@ -126,19 +129,25 @@ def _set_job(store: Store, job_id: int, **values) -> None:
 
 def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target: str = "host",
          db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
-         reuse: bool = True, config: SearchConfig = SearchConfig(),
-         progress: Callable[[dict], None] | None = None) -> dict:
-    """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary."""
-    from .measure import Measurer
+         reuse: bool = True, config: SearchConfig = SearchConfig(), fusion: str = "full",
+         manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None) -> dict:
+    """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary.
+
+    ``manual`` names hand-schedule modules (see ``autotune.manual``), measured before the search.
+    """
+    from .manual import load_schedules
+    from .measure import MeasureConfig, Measurer
     from .targets import check_runnable_here
 
     if trials is None and time_budget_s is None:
         raise AutotuneError("give a budget: --trials N and/or --time-budget DURATION")
     budget = Budget(trials=trials, seconds=time_budget_s)
-    prepared = prepare(model, shapes, target)
+    schedules = [item for module in manual for item in load_schedules(module)]
+    prepared = prepare(model, shapes, target, fusion)
     check_runnable_here(prepared.target, "measure candidates")
     store = Store(db)
-    job_id, resumed = open_job(store, prepared, budget)
+    settings = [fusion, config.trials_per_round, sorted(s.source_sha256 for s in schedules)]
+    job_id, resumed = open_job(store, prepared, budget, settings)
     database = make_sql_database(store, canonical(prepared.target), job_id=job_id)
     satisfied = _satisfied_elsewhere(database, prepared.tasks, job_id) if reuse else set()
     to_tune = [t for t in prepared.tasks if t.name not in satisfied]
@@ -151,8 +160,13 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
         _set_job(store, job_id, tuning_seconds=event["seconds"])
         if progress:
             progress(event)
+    manual_rows: list[dict] = []
     try:
-        with Measurer() as measurer:
+        threads = int(prepared.target.attrs.get("num-cores", 0)) or None
+        with Measurer(MeasureConfig(threads=threads)) as measurer:
+            if schedules and not resumed:
+                manual_rows = _measure_manual(prepared.tasks, schedules, database, measurer, progress)
+                spent_trials += sum(1 for row in manual_rows if "schedule" in row)
             result = search(to_tune, database, measurer, budget, config, on_round,
                             already_measured=spent_trials, already_seconds=spent_seconds)
     except BaseException:
@@ -170,24 +184,42 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
             "time_split_s": result.time_split,
             "estimated_latency_ms": (1e3 * sum(best[t.name] * t.weight for t in prepared.tasks)
                                      if known else None),
-            "untuned_tasks": sorted(name for name, v in best.items() if v is None)}
+            "untuned_tasks": sorted(name for name, v in best.items() if v is None),
+            "manual_schedules": manual_rows}
+
+
+def _measure_manual(tasks: list[Task], schedules, database, measurer,
+                    progress: Callable[[dict], None] | None) -> list[dict]:
+    from .manual import measure_manual
+
+    rows = measure_manual(tasks, schedules, database, measurer)
+    for row in rows:
+        if progress and row["error"]:
+            print(f"manual schedule {row['schedule']} on {row['task']}: {row['error']} (skipped)",
+                  file=sys.stderr)
+    return rows
 
 
 def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
             target: str = "host", db: str | None = None, validate: bool = True,
-            rtol: float = 1e-4, atol: float = 1e-4) -> dict:
-    """Build the model with the database's best schedules, export ``output`` + manifest, validate."""
+            rtol: float = 1e-4, atol: float = 1e-4, fusion: str = "full",
+            pins: Sequence[str] = ()) -> dict:
+    """Build the model with the database's best schedules, export ``output`` + manifest, validate.
+
+    ``pins`` names manual schedules to use wherever they have a record, even when slower.
+    """
     from . import artifact
     from .targets import check_runnable_here, physical_cores
 
-    prepared = prepare(model, shapes, target)
+    prepared = prepare(model, shapes, target, fusion)
     store = Store(db)
     database = make_sql_database(store, canonical(prepared.target))
-    rows = {t.name: database.best_rows(t.mod, 1) for t in prepared.tasks}
-    used = [r[0] for r in rows.values() if r]
+    database.pins = set(pins)
+    used = [row for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
     executable = artifact.build_tuned(prepared.fused, prepared.target, database)
     so_path = Path(output)
-    extra = {"record_ids": sorted(r.id for r in used),
+    extra = {"record_ids": sorted(r.id for r in used), "fusion": fusion,
+             "provenance": sorted({r.provenance for r in used}),
              "job_ids": sorted({r.job_id for r in used if r.job_id is not None}),
              "tasks": len(prepared.tasks), "tasks_tuned": len(used)}
     manifest = artifact.export(executable, so_path, prepared.model, prepared.target, extra)

@@ -22,6 +22,7 @@ class MeasureConfig:
     run_timeout_s: float = 10.0
     repeat: int = 9
     min_repeat_ms: int = 1
+    threads: int | None = None  # TVM threads when timing; None: TVM's default (all cores)
 
 
 def make_builder(pool: WorkerPool, timeout_s: float):
@@ -70,7 +71,8 @@ class Measurer:
     def __init__(self, config: MeasureConfig = MeasureConfig()):
         self.config = config
         self._build_pool = WorkerPool(config.build_workers)
-        self._run_pool = WorkerPool(1)
+        env = {"TVM_NUM_THREADS": str(config.threads)} if config.threads else None
+        self._run_pool = WorkerPool(1, env)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
         self.runner = make_runner(self._run_pool, config)
 

@@ -12,6 +12,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 FIRST_REVISION = "0001"
+# Not Alembic's default ``alembic_version``: Optuna's storage keeps its own under that name in the
+# same database (the graph-level study lives beside the tuning records).
+VERSION_TABLE = "autotune_schema_version"
 
 
 def _config(connection) -> Config:
@@ -19,6 +22,10 @@ def _config(connection) -> Config:
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = connection
     return config
+
+
+def _context(conn) -> MigrationContext:
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
 
 
 def head_revision() -> str:
@@ -32,7 +39,7 @@ def current_revision(engine: Engine) -> str | None:
     A database from before migrations existed (tables, no ``alembic_version``) is the first revision.
     """
     with engine.connect() as conn:
-        revision = MigrationContext.configure(conn).get_current_revision()
+        revision = _context(conn).get_current_revision()
         if revision is None and inspect(conn).has_table("jobs"):
             return FIRST_REVISION
     return revision
@@ -43,6 +50,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     current = current_revision(engine)
     with engine.begin() as conn:
         config = _config(conn)
-        if current == FIRST_REVISION and not MigrationContext.configure(conn).get_current_revision():
+        if current == FIRST_REVISION and not _context(conn).get_current_revision():
             command.stamp(config, FIRST_REVISION)
         command.upgrade(config, revision)

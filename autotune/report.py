@@ -1,34 +1,119 @@
-"""Plots of tuning history (PNG, made with matplotlib's Agg backend: no display needed)."""
+"""Reports of tuning history: PNG plots and a self-contained HTML page (matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from pathlib import Path
 
 from .errors import AutotuneError
 
 
-def plot_curve(points: list[dict], job_id: int, output: str | Path) -> Path:
-    """Estimated model latency against trials and against tuning time, side by side."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, output: Path | io.BytesIO) -> None:
+    fig.tight_layout()
+    fig.savefig(output, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def curve_figure(points: list[dict], job_id: int):
+    """Estimated model latency against trials and against tuning time, side by side."""
     known = [p for p in points if p["estimated_latency_ms"] is not None]
     if not known:
         raise AutotuneError(f"job {job_id} has no complete estimate yet: every task needs a measurement")
-    fig, (by_trial, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    latency = [p["estimated_latency_ms"] for p in known]
-    by_trial.step([p["trial"] for p in known], latency, where="post")
+    fig, (by_trial, by_time) = _pyplot().subplots(1, 2, figsize=(11, 4), sharey=True)
+    by_trial.step([p["trial"] for p in known], [p["estimated_latency_ms"] for p in known], where="post")
     by_trial.set(xlabel="measured trials", ylabel="estimated latency (ms)", title=f"job {job_id}")
     timed = [p for p in known if p["seconds"] is not None]
     by_time.step([p["seconds"] for p in timed], [p["estimated_latency_ms"] for p in timed], where="post")
     by_time.set(xlabel="tuning time (s)", title="best so far against wall time")
     for axis in (by_trial, by_time):
         axis.grid(alpha=0.3)
+    return fig
+
+
+def breakdown_figure(rows: list[dict], job_id: int, top: int = 15):
+    """Horizontal bars: each task's weighted latency untuned vs tuned, heaviest first."""
+    rows = [r for r in rows if r["tuned_ms"] is not None][:top][::-1]
+    fig, axis = _pyplot().subplots(figsize=(11, 0.35 * len(rows) + 1.5))
+    positions = range(len(rows))
+    axis.barh([p + 0.2 for p in positions], [r["untuned_ms"] or 0 for r in rows], 0.4, label="untuned")
+    axis.barh([p - 0.2 for p in positions], [r["tuned_ms"] for r in rows], 0.4, label="tuned")
+    axis.set_yticks(list(positions), [r["task"][:60] for r in rows], fontsize=7)
+    axis.set(xscale="log", xlabel="weighted latency (ms, log)", title=f"job {job_id}: where the time goes")
+    axis.legend()
+    return fig
+
+
+def study_figures(study) -> list:
+    """Optuna trial history and, with two or more finished trials, parameter importances."""
+    import optuna
+
+    plt = _pyplot()
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    fig, axis = plt.subplots(figsize=(11, 3.5))
+    axis.plot([t.number for t in done], [t.value for t in done], "o", label="trial p50")
+    best = [min(t.value for t in done[: i + 1]) for i in range(len(done))]
+    axis.step([t.number for t in done], best, where="post", label="best so far")
+    axis.set(xlabel="Optuna trial", ylabel="p50 latency (ms)", title=f"study {study.study_name}")
+    axis.legend()
+    figures = [fig]
+    if len(done) >= 2 and len({tuple(sorted(t.params.items())) for t in done}) >= 2:
+        importances = optuna.importance.get_param_importances(study)
+        fig, axis = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))
+        axis.barh(list(importances), list(importances.values()))
+        axis.set(xlabel="importance (fANOVA)", title="graph knobs")
+        figures.append(fig)
+    return figures
+
+
+def plot_curve(points: list[dict], job_id: int, output: str | Path) -> Path:
+    """Write the curve figure as PNG."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    _save(curve_figure(points, job_id), output)
+    return output
+
+
+def _embedded(fig) -> str:
+    buffer = io.BytesIO()
+    _save(fig, buffer)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r.values()) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+def write_html(output: str | Path, job_id: int, points: list[dict], rows: list[dict], study=None) -> Path:
+    """A self-contained HTML report: curve, per-task breakdown, and the Optuna study if any."""
+    parts = [f"<h1>autotune job {job_id}</h1>", "<h2>Tuning curve</h2>", _embedded(curve_figure(points, job_id)),
+             "<h2>Where the time goes</h2>", _embedded(breakdown_figure(rows, job_id)), _table(rows)]
+    if study is not None:
+        parts += ["<h2>Graph-level study</h2>", *(_embedded(f) for f in study_figures(study)),
+                  _table([{"trial": t.number, "state": t.state.name, "p50_ms": t.value, **t.params}
+                          for t in study.trials])]
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(f"<!doctype html><meta charset='utf-8'><title>autotune job {job_id}</title>"
+                      f"<style>{style}</style>{''.join(parts)}")
     return output

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,10 @@ def _check_host(manifest: dict, so_path: Path) -> None:
 
 
 class CompiledModel:
-    """A loaded artifact: call it with numpy arrays by input name, get numpy arrays by output name."""
+    """A loaded artifact: call it with numpy arrays by input name, get numpy arrays by output name.
+
+    Safe to call from several threads at once (each thread gets its own VM over the shared module).
+    """
 
     def __init__(self, so_path: Path, manifest: dict | None):
         if "tvm" not in __import__("sys").modules:
@@ -75,9 +79,19 @@ class CompiledModel:
         self.device = tvm.cuda(0) if manifest and manifest.get("target_kind") == "cuda" else tvm.cpu(0)
         if not self.device.exist:
             raise AutotuneError(f"{so_path} needs a {self.device} device, which this host lacks")
-        self._vm = VirtualMachine(tvm.runtime.load_module(str(so_path)), self.device)
+        self._module = tvm.runtime.load_module(str(so_path))
+        self._make_vm = lambda: VirtualMachine(self._module, self.device)
+        self._per_thread = threading.local()
+        self._vm()  # fail at load time, not at the first call, if the module cannot run
         self.inputs = manifest["inputs"] if manifest else None
         self.output_names = [o["name"] for o in manifest["outputs"]] if manifest else None
+
+    def _vm(self):
+        """This thread's VM: a VM holds per-call state, so threads never share one."""
+        vm = getattr(self._per_thread, "vm", None)
+        if vm is None:
+            vm = self._per_thread.vm = self._make_vm()
+        return vm
 
     def _arguments(self, arrays: dict[str, np.ndarray]) -> list:
         if self.inputs is None:
@@ -96,7 +110,7 @@ class CompiledModel:
 
     def __call__(self, arrays: dict[str, np.ndarray] | None = None, **named: np.ndarray
                  ) -> dict[str, np.ndarray]:
-        result = self._vm["main"](*self._arguments({**(arrays or {}), **named}))
+        result = self._vm()["main"](*self._arguments({**(arrays or {}), **named}))
         outputs = [result] if hasattr(result, "numpy") else list(result)
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
         return {name: out.numpy() for name, out in zip(names, outputs)}

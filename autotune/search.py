@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import statistics
 import sys
 import tempfile
 import types
@@ -185,6 +186,32 @@ def _cores(tasks: list[Task]) -> int:
     return int(tasks[0].target.attrs.get("num-cores", 1)) if tasks else 1
 
 
+def measure_schedules(items: list[tuple[Task, object]], database, measurer, provenance: str,
+                      sources: list[dict | None] | None = None) -> list[float | None]:
+    """Build and time fixed schedules (``(task, Schedule)`` pairs) and commit each as a record.
+
+    Returns each one's latency in seconds, or None where it failed (the reason is in the record).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    args = [ms.arg_info.ArgInfo.from_entry_func(sch.mod) for _, sch in items]
+    built = measurer.builder.build([ms.builder.BuilderInput(sch.mod, t.target) for t, sch in items])
+    latencies: list[float | None] = []
+    for index, ((task, sch), arg_info, result) in enumerate(zip(items, args, built)):
+        error_kind, error_msg, run_secs = "build", result.error_msg, None
+        if result.error_msg is None:
+            device = "cuda" if task.target.kind.name == "cuda" else "cpu"
+            ran = measurer.runner.run([ms.runner.RunnerInput(result.artifact_path, device, arg_info)])[0].result()
+            error_kind, error_msg = ("run", ran.error_msg) if ran.error_msg else (None, None)
+            run_secs = None if ran.error_msg else [float(x) for x in ran.run_secs]
+        record = ms.database.TuningRecord(sch.trace, database.commit_workload(task.mod), run_secs,
+                                          task.target, arg_info)
+        database.commit_record(record, error_kind, error_msg, provenance=provenance,
+                               source=sources[index] if sources else None)
+        latencies.append(statistics.median(run_secs) if run_secs else None)
+    return latencies
+
+
 def measure_defaults(tasks: list[Task], database, measurer) -> int:
     """Measure each task's unscheduled loop nest once and record it with provenance ``default``.
 
@@ -193,30 +220,15 @@ def measure_defaults(tasks: list[Task], database, measurer) -> int:
     database, compile picks whichever is fastest per task. Returns the trials spent.
     """
     import tvm
-    from tvm.s_tir import meta_schedule as ms
 
-    todo = [t for t in tasks if not database.best_rows(t.mod, 1)]
-    if not todo:
-        return 0
-    schedules = [tvm.s_tir.Schedule(t.mod) for t in todo]
-    args = [ms.arg_info.ArgInfo.from_entry_func(t.mod) for t in todo]
-    built = measurer.builder.build([ms.builder.BuilderInput(s.mod, t.target) for s, t in zip(schedules, todo)])
-    for task, sch, arg_info, result in zip(todo, schedules, args, built):
-        error_kind, error_msg, run_secs = "build", result.error_msg, None
-        if result.error_msg is None:
-            ran = measurer.runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu", arg_info)])[0].result()
-            error_kind, error_msg = ("run", ran.error_msg) if ran.error_msg else (None, None)
-            run_secs = None if ran.error_msg else [float(x) for x in ran.run_secs]
-        record = ms.database.TuningRecord(sch.trace, database.commit_workload(task.mod), run_secs,
-                                          task.target, arg_info)
-        database.commit_record(record, error_kind, error_msg, provenance="default")
+    todo = [t for t in tasks if not database.has_record(t.mod, "default")]
+    if todo:
+        measure_schedules([(t, tvm.s_tir.Schedule(t.mod)) for t in todo], database, measurer, "default")
     return len(todo)
 
 
 def make_recorder(database, on_measured: Callable[[float | None], None]):
     """A measure callback committing every candidate, failures with their reason, to ``database``."""
-    import statistics
-
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.database import TuningRecord
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback

@@ -29,17 +29,23 @@ def backend_pipeline(target):
     return importlib.import_module(f"tvm.relax.backend.{backend}.pipeline")
 
 
-def fuse(relax_mod, target):
-    """Decompose for inference, legalize, fold constants and fuse: the module tasks come from.
+FUSION_PASSES = ("FuseOps", "FuseTIR")
 
-    Compile applies tuned schedules to this same module, so workload keys match by construction.
+
+def fuse(relax_mod, target, fusion: str = "full"):
+    """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
+
+    This is the module tasks come from; compile applies tuned schedules to this same module, so
+    workload keys match by construction. ``fusion="none"`` keeps one task per operator.
     """
     import tvm
     from tvm import relax
 
     pipeline = backend_pipeline(target)
+    legalize = [p for p in pipeline.legalize_passes(target)
+                if fusion == "full" or p.info.name not in FUSION_PASSES]
     passes = [relax.transform.DecomposeOpsForInference(), *pipeline.library_dispatch_passes(target),
-              *pipeline.legalize_passes(target)]
+              *legalize]
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.transform.Sequential(passes)(relax_mod)
 

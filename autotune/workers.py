@@ -7,6 +7,7 @@ timeout fails alone: the worker is replaced and the caller gets an error string 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -48,12 +49,13 @@ def serve(fd: int) -> None:
 class _Worker:
     """A ``python -c`` child serving jobs on one end of a socket pair (no __main__ re-import)."""
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
         parent, child = socket.socketpair()
         child_fd = child.fileno()
         self.process = subprocess.Popen(
             [sys.executable, "-c", f"from autotune.workers import serve; serve({child_fd})"],
-            pass_fds=[child_fd], stdin=subprocess.DEVNULL)
+            pass_fds=[child_fd], stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None)
         child.close()
         self.conn = Connection(parent.detach())
 
@@ -74,8 +76,9 @@ def _death_reason(process: subprocess.Popen) -> str:
 class WorkerPool:
     """A fixed number of warm workers; ``map`` runs jobs on them with a per-job timeout."""
 
-    def __init__(self, size: int):
-        self._workers = [_Worker() for _ in range(max(1, size))]
+    def __init__(self, size: int, env: dict[str, str] | None = None):
+        self._env = env
+        self._workers = [_Worker(env) for _ in range(max(1, size))]
         self.busy_seconds = 0.0  # wall time spent inside ``map``, start-up excluded
         self.map("ping", [()] * len(self._workers), timeout_s=_STARTUP_TIMEOUT_S)
         self.busy_seconds = 0.0
@@ -122,7 +125,7 @@ class WorkerPool:
 
     def _replace(self, w_index: int) -> None:
         self._workers[w_index].kill()
-        worker = _Worker()
+        worker = _Worker(self._env)
         self._workers[w_index] = worker
         worker.conn.send(("ping", ()))
         if worker.conn.poll(_STARTUP_TIMEOUT_S):

@@ -31,7 +31,8 @@ def test_best_has_one_record_per_task_with_provenance(tuned):
 
 def test_curve_ends_at_the_jobs_estimate_and_never_rises(tuned):
     points = history.curve(Store(tuned["db"]), tuned["summary"]["job_id"])
-    assert len(points) == tuned["summary"]["trials_measured"]
+    assert len(points) == tuned["summary"]["trials_measured"] + 1  # trial 0: before any
+    assert points[0] == {"trial": 0, "seconds": 0.0, "estimated_latency_ms": None}
     known = [p["estimated_latency_ms"] for p in points if p["estimated_latency_ms"] is not None]
     assert known and all(b <= a for a, b in zip(known, known[1:]))
     assert known[-1] == pytest.approx(tuned["summary"]["estimated_latency_ms"])
@@ -41,7 +42,7 @@ def test_curve_ends_at_the_jobs_estimate_and_never_rises(tuned):
 def test_curve_json_and_png_from_the_cli(tuned, tmp_path, capsys):
     job = str(tuned["summary"]["job_id"])
     assert main(["history", "curve", "--job", job, "--db", tuned["db"], "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["rows"]) == tuned["summary"]["trials_measured"]
+    assert len(json.loads(capsys.readouterr().out)["rows"]) == tuned["summary"]["trials_measured"] + 1
     png = tmp_path / "curve.png"
     assert main(["report", "--job", job, "-o", str(png), "--db", tuned["db"]]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import autotune
-from autotune import history
+from autotune import history, migrate
 from autotune.database import Store
 
 from .conftest import TINY_SHAPES
@@ -33,7 +33,7 @@ def test_tune_compile_and_history_on_postgres(pg_url, tiny_translation, tiny_enc
     assert built["validation"]["passed"]
     store = Store(pg_url)
     assert {j["job_id"] for j in history.jobs(store)} == {first["job_id"], second["job_id"]}
-    assert len(history.curve(store, first["job_id"])) == 36
+    assert len(history.curve(store, first["job_id"])) == 36 + 1
     assert history.artifacts(store)[0]["record_ids"] == built["record_ids"]
     with create_engine(pg_url).connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM autotune_schema_version")).scalar() == migrate.head_revision()

@@ -61,3 +61,20 @@ def test_wrong_input_shape_is_named(artifact):
     model = autotune.load(artifact)
     with pytest.raises(AutotuneError, match="input 'input_ids': got int64\\[1, 4\\]"):
         model(input_ids=np.zeros((1, 4), np.int64), decoder_input_ids=np.zeros((1, 8), np.int64))
+
+
+def test_threads_share_one_loaded_model(artifact):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    model = autotune.load(artifact)
+    rng = np.random.default_rng(3)
+    batches = [{"input_ids": rng.integers(0, 64, (1, 16)), "decoder_input_ids": rng.integers(0, 64, (1, 8))}
+               for _ in range(8)]
+    expected = [model(b)["logits"] for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda b: model(b)["logits"], batches))
+            for want, have in zip(expected, got):
+                np.testing.assert_array_equal(want, have)

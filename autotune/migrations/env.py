@@ -2,9 +2,11 @@
 
 from alembic import context
 
+from autotune.migrate import VERSION_TABLE
 from autotune.schema import Base
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+                  version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()
