@@ -6,6 +6,7 @@ Every failure is an ``AutotuneError`` naming the file, the input or the op.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,39 +64,166 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def _read_model(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise AutotuneError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AutotuneError(f"{path} is not a valid ONNX model: the file is empty")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf raises DecodeError and friends
-        raise AutotuneError(f"{path} is not a valid ONNX model: {str(err)[:200]}") from None
+        raise AutotuneError(f"{path} is not a valid ONNX model: {_one_line(err, 200)}") from None
     if not model.graph.node and not model.graph.input:
         raise AutotuneError(f"{path} is not a valid ONNX model: the graph is empty")
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            _check_inline_claim(tensor, path)
     _load_external_data_safely(model, path)
     return model
 
 
+def _one_line(err: BaseException | str, limit: int) -> str:
+    """``err`` as one line of at most ``limit`` characters (its type name when it has no text)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_SUB_BYTE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4,
+                  getattr(onnx.TensorProto, "INT2", -1): 2, getattr(onnx.TensorProto, "UINT2", -1): 2}
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _claimed_bytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes that ``tensor``'s dims and type claim; None for strings and unknown types."""
+    count = 1
+    for dim in tensor.dims:
+        count *= max(int(dim), 0)
+    bits = _SUB_BYTE_BITS.get(tensor.data_type)
+    if bits is None and tensor.data_type != onnx.TensorProto.STRING:
+        try:
+            bits = 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except Exception:  # UNDEFINED or a number no type has: the checker names it
+            return None
+    return None if bits is None else (count * bits + 7) // 8
+
+
+def _claim(tensor: onnx.TensorProto, claimed: int) -> str:
+    dtype = onnx.TensorProto.DataType.Name(tensor.data_type)
+    return f"tensor {tensor.name!r} claims {claimed} bytes ({dtype} {list(tensor.dims)})"
+
+
+def _check_inline_claim(tensor: onnx.TensorProto, path: Path) -> None:
+    """Refuse a tensor whose dims claim more data than the file holds for it, before anything
+    allocates the claimed size."""
+    claimed = _claimed_bytes(tensor)
+    if claimed is None:
+        return
+    if tensor.raw_data and len(tensor.raw_data) < claimed:
+        raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but the file holds only "
+                            f"{len(tensor.raw_data)}")
+    values = sum(len(getattr(tensor, name)) for name in _TYPED_FIELDS)
+    if not tensor.raw_data and claimed > 8 * values:  # 8 bytes: the widest value a field holds
+        raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but the file holds only "
+                            f"{values} values")
+
+
+def _external_info(tensor: onnx.TensorProto, path: Path) -> tuple[str, int, int | None]:
+    """``(location, offset, length)`` of an external tensor; malformed numbers are an error."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    try:
+        offset = int(info.get("offset") or 0)
+        length = int(info["length"]) if info.get("length") else None
+    except ValueError:
+        offset = length = -1
+    if offset < 0 or (length is not None and length < 0):
+        raise AutotuneError(f"{path}: tensor {tensor.name!r} has a malformed external data offset "
+                            f"{info.get('offset')!r} or length {info.get('length')!r}")
+    return info.get("location", ""), offset, length
+
+
 def _load_external_data_safely(model: onnx.ModelProto, path: Path) -> None:
-    """Load external tensors only from files inside the model's own folder."""
+    """Load external tensors only from files inside the model's own folder that hold every byte
+    the tensor claims."""
     base = path.resolve().parent
     for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
-        if os.path.isabs(location) or base not in target.parents or not target.is_file():
-            raise AutotuneError(f"{path}: tensor {tensor.name!r} has external data at {location!r}, "
-                                "outside the model's folder or missing; refusing to read it")
+        if external_data_helper.uses_external_data(tensor):
+            _check_external_tensor(tensor, base, path)
     try:
         external_data_helper.load_external_data_for_model(model, str(base))
     except Exception as err:
-        raise AutotuneError(f"{path}: cannot load external data: {str(err)[:200]}") from None
+        raise AutotuneError(f"{path}: cannot load external data: {_one_line(err, 200)}") from None
+
+
+def _check_external_tensor(tensor: onnx.TensorProto, base: Path, path: Path) -> None:
+    """The tensor's external file is inside ``base`` and holds what the tensor claims."""
+    location, offset, length = _external_info(tensor, path)
+    try:
+        target = (base / location).resolve()
+        inside = not os.path.isabs(location) and base in target.parents and target.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        inside = False
+    if not inside:
+        raise AutotuneError(f"{path}: tensor {tensor.name!r} has external data at {location!r}, "
+                            "outside the model's folder or missing; refusing to read it")
+    claimed = _claimed_bytes(tensor)
+    wanted = max(length or 0, claimed or 0)
+    available = max(target.stat().st_size - offset, 0)
+    if wanted > available:
+        raise AutotuneError(f"{path}: tensor {tensor.name!r} claims {wanted} bytes of external data "
+                            f"at offset {offset} of {location!r}, which holds only {available}")
 
 
 def _check(model: onnx.ModelProto, path: Path) -> None:
+    cycle = _find_cycle(model.graph)
+    if cycle:
+        names = [_node_name(model.graph, i) for i in cycle]
+        raise AutotuneError(f"{path}: graph has a cycle through node {names[0]!r} "
+                            f"({' -> '.join([*names, names[0]])})")
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AutotuneError(f"{path} fails the ONNX checker: {first[:300]}") from None
+        raise AutotuneError(f"{path} fails the ONNX checker: {_one_line(err, 300)}") from None
+
+
+def _node_name(graph: onnx.GraphProto, index: int) -> str:
+    return graph.node[index].name or f"{graph.node[index].op_type}#{index}"
+
+
+def _find_cycle(graph: onnx.GraphProto) -> list[int] | None:
+    """Indices of the nodes on one cycle, in data-flow order, or None when the graph has none."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    state: dict[int, str] = {}  # "open" while on the current trail, then "done"
+    for start in range(len(graph.node)):
+        if start in state:
+            continue
+        trail, pending = [start], [list(graph.node[start].input)]  # trail[i + 1] feeds trail[i]
+        state[start] = "open"
+        while trail:
+            if not pending[-1]:
+                state[trail.pop()] = "done"
+                pending.pop()
+                continue
+            nxt = producer.get(pending[-1].pop(), -1)
+            if state.get(nxt) == "open":
+                loop = trail[trail.index(nxt):]
+                return [loop[0], *reversed(loop[1:])]
+            if nxt != -1 and nxt not in state:
+                state[nxt] = "open"
+                trail.append(nxt)
+                pending.append(list(graph.node[nxt].input))
+    return None
+
+
+def _infer_shapes_strictly(model: onnx.ModelProto, path: Path) -> None:
+    """ONNX shape inference in strict mode on the frozen graph; an error names the first bad node."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as err:
+        text = _one_line(err, 400)
+        found = re.search(r"\(op_type:([^,]*), node name: ([^)]*)\): (.*)", text)
+        if not found:
+            raise AutotuneError(f"{path}: shape inference fails: {text}") from None
+        op_type, node, detail = found.groups()
+        detail = re.sub(r"\[\w+Error\]\s*", "", detail)
+        raise AutotuneError(f"{path}: shapes do not agree at node {node!r} ({op_type}): "
+                            f"{_one_line(detail, 200)}") from None
 
 
 def _initializer_names(model: onnx.ModelProto) -> set[str]:
@@ -186,6 +314,7 @@ def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = Non
     model = _read_model(path)
     _check(model, path)
     freeze_shapes(model, shapes or {}, path)
+    _infer_shapes_strictly(model, path)
     model = _simplify(model, path)
     _check_supported_ops(model, path)
     model = onnx.shape_inference.infer_shapes(model)

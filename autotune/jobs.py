@@ -130,21 +130,26 @@ def _set_job(store: Store, job_id: int, **values) -> None:
 def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target: str = "host",
          db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
          reuse: bool = True, config: SearchConfig = SearchConfig(), fusion: str = "full",
-         manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None) -> dict:
+         manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
+         rpc: str | None = None, rpc_key: str | None = None) -> dict:
     """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary.
 
     ``manual`` names hand-schedule modules (see ``autotune.manual``), measured before the search.
+    With ``rpc`` ("HOST:PORT" of a tracker) candidates are timed on the servers under ``rpc_key``.
     """
     from .manual import load_schedules
     from .measure import MeasureConfig, Measurer
+    from .rpc import rpc_target
     from .targets import check_runnable_here
 
     if trials is None and time_budget_s is None:
         raise AutotuneError("give a budget: --trials N and/or --time-budget DURATION")
     budget = Budget(trials=trials, seconds=time_budget_s)
+    remote = rpc_target(rpc, rpc_key) if rpc or rpc_key else None
     schedules = [item for module in manual for item in load_schedules(module)]
     prepared = prepare(model, shapes, target, fusion)
-    check_runnable_here(prepared.target, "measure candidates")
+    if remote is None:
+        check_runnable_here(prepared.target, "measure candidates")
     store = Store(db)
     settings = [fusion, config.trials_per_round, sorted(s.source_sha256 for s in schedules)]
     job_id, resumed = open_job(store, prepared, budget, settings)
@@ -163,7 +168,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     manual_rows: list[dict] = []
     try:
         threads = int(prepared.target.attrs.get("num-cores", 0)) or None
-        with Measurer(MeasureConfig(threads=threads)) as measurer:
+        with Measurer(MeasureConfig(threads=threads), remote) as measurer:
             if schedules and not resumed:
                 manual_rows = _measure_manual(prepared.tasks, schedules, database, measurer, progress)
                 spent_trials += sum(1 for row in manual_rows if "schedule" in row)

@@ -9,8 +9,12 @@ that crashes, hangs or segfaults fails alone with its reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from .rpc import RpcTarget
 
 
 @dataclass(frozen=True)
@@ -66,19 +70,27 @@ def make_runner(pool: WorkerPool, config: MeasureConfig):
 
 
 class Measurer:
-    """Owns the worker pools; use as a context manager so workers always stop."""
+    """Owns the worker pools; use as a context manager so workers always stop.
 
-    def __init__(self, config: MeasureConfig = MeasureConfig()):
+    With ``rpc``, candidates still build here but are timed on the servers registered under its key.
+    """
+
+    def __init__(self, config: MeasureConfig = MeasureConfig(), rpc: RpcTarget | None = None):
         self.config = config
+        if rpc is None:
+            env = {"TVM_NUM_THREADS": str(config.threads)} if config.threads else None
+            self._run_side = WorkerPool(1, env)
+            self.runner = make_runner(self._run_side, config)
+        else:
+            from .rpc import make_rpc_runner
+
+            self.runner = self._run_side = make_rpc_runner(rpc, config)
         self._build_pool = WorkerPool(config.build_workers)
-        env = {"TVM_NUM_THREADS": str(config.threads)} if config.threads else None
-        self._run_pool = WorkerPool(1, env)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
-        self.runner = make_runner(self._run_pool, config)
 
     def seconds(self) -> dict[str, float]:
         """Wall time spent building and running candidates so far."""
-        return {"build": self._build_pool.busy_seconds, "run": self._run_pool.busy_seconds}
+        return {"build": self._build_pool.busy_seconds, "run": self._run_side.busy_seconds}
 
     def __enter__(self) -> Measurer:
         return self
@@ -89,4 +101,4 @@ class Measurer:
     def close(self) -> None:
         """Stop the workers."""
         self._build_pool.close()
-        self._run_pool.close()
+        self._run_side.close()

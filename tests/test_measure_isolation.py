@@ -1,4 +1,6 @@
-"""A candidate that segfaults or hangs fails its own trial, recorded with the reason; the job goes on."""
+"""A candidate that segfaults, hangs or fails to compile fails its own trial, recorded with the
+reason; the job goes on. (A native crash inside the compiler takes the same path as the run-time
+segfault: the build worker dies, the trial fails with the signal, a fresh worker takes over.)"""
 
 from __future__ import annotations
 
@@ -36,17 +38,26 @@ def _hanging(a, te):
     return te.compute((16,), lambda i: te.sum(a[(i + k1 + k2) % 16], axis=[k1, k2]), name="slow")
 
 
+def _uncompilable(a, te):
+    """An intrinsic the CPU code generator does not know: the compiler fails on it."""
+    import tvm
+
+    return te.compute((16,), lambda i: tvm.tirx.call_intrin(
+        "float32", "tirx.tvm_warp_shuffle", a[i], a[i], 0, 32, 32), name="bad")
+
+
 def _healthy(a, te):
     return te.compute((16,), lambda i: a[i] + 1.0, name="ok")
 
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    tasks = [_task("segfaults", _segfaulting), _task("hangs", _hanging), _task("healthy", _healthy)]
+    tasks = [_task("segfaults", _segfaulting), _task("hangs", _hanging),
+             _task("uncompilable", _uncompilable), _task("healthy", _healthy)]
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('iso') / 'db.sqlite'}")
     database = make_sql_database(store, canonical(tasks[0].target))
     with Measurer(MeasureConfig(run_timeout_s=3.0)) as measurer:
-        result = search(tasks, database, measurer, Budget(trials=9))
+        result = search(tasks, database, measurer, Budget(trials=12))
     with store.session() as session:
         rows = list(session.scalars(select(TuningRecordRow)))
     by_task = {t.name: [r for r in rows if r.workload_id == database.workload_id(t.mod)] for t in tasks}
@@ -55,21 +66,32 @@ def measured(tmp_path_factory):
 
 def test_job_completes_with_every_trial_recorded(measured):
     result, by_task = measured
-    assert result.trials_measured == 9
-    assert sum(len(rows) for rows in by_task.values()) == 9
+    assert result.trials_measured == 12
+    assert sum(len(rows) for rows in by_task.values()) == 12
 
 
 def test_segfault_is_a_failed_trial_with_its_signal(measured):
     _, by_task = measured
     rows = by_task["segfaults"]
-    assert rows and all(r.error_kind == "run" and r.latency_s is None for r in rows)
-    assert all("SIGSEGV" in r.error_msg for r in rows)
+    seen = [(r.provenance, r.error_kind, r.error_msg, r.latency_s) for r in rows]
+    assert rows and all(r.latency_s is None and r.error_msg for r in rows), seen
+    ran = [r for r in rows if r.error_kind == "run"]  # (a search variant may fail to build instead)
+    assert ran and all("SIGSEGV" in r.error_msg for r in ran), seen
 
 
 def test_hang_is_a_failed_trial_after_the_timeout(measured):
     _, by_task = measured
     rows = by_task["hangs"]
-    assert rows and all(r.error_kind == "run" and "timed out" in r.error_msg for r in rows)
+    seen = [(r.provenance, r.error_kind, r.error_msg, r.latency_s) for r in rows]
+    assert rows and all(r.latency_s is None and r.error_msg for r in rows), seen
+    ran = [r for r in rows if r.error_kind == "run"]
+    assert ran and all("timed out" in r.error_msg for r in ran), seen
+
+
+def test_compiler_failure_is_a_failed_build_with_its_message(measured):
+    _, by_task = measured
+    rows = by_task["uncompilable"]
+    assert rows and all(r.error_kind == "build" and "unknown intrinsic" in r.error_msg for r in rows)
 
 
 def test_healthy_task_still_measured(measured):

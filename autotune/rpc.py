@@ -1,0 +1,192 @@
+"""Measure on other machines through TVM RPC: a tracker, servers that register with it, a runner.
+
+TVM RPC is plaintext and unauthenticated: anyone who reaches a server can upload code and run it
+there. So the tracker and servers bind 127.0.0.1 unless another address is asked for explicitly,
+with ``allow_remote``, and then a warning is printed. Builds stay on this machine (warm workers);
+the runner uploads each built artifact to a free server under the key, which links and times it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from .errors import AutotuneError
+from .measure import MeasureConfig
+
+LOOPBACK = "127.0.0.1"
+SERVER_PORT_SEARCH = 100  # a server takes the first free port from --port on; the tracker tells clients
+
+
+@dataclass(frozen=True)
+class RpcTarget:
+    """The devices registered under ``key`` at the tracker ``host:port``."""
+
+    host: str
+    port: int
+    key: str
+
+    def __str__(self) -> str:
+        return f"key {self.key!r} at the RPC tracker {self.host}:{self.port}"
+
+
+def parse_address(text: str, flag: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a (host, port) pair."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AutotuneError(f"bad {flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9190")
+    return host, int(port)
+
+
+def rpc_target(address: str | None, key: str | None) -> RpcTarget:
+    """The ``--rpc HOST:PORT --rpc-key KEY`` pair, checked to have servers registered."""
+    if not address or not key:
+        raise AutotuneError("measuring over RPC needs both --rpc HOST:PORT and --rpc-key KEY")
+    target = RpcTarget(*parse_address(address, "--rpc"), key)
+    count_servers(target)
+    return target
+
+
+def count_servers(target: RpcTarget, timeout_s: float = 10.0) -> int:
+    """How many servers are registered under the target's key; raises if none or no tracker."""
+    from tvm import rpc
+
+    try:
+        _probe(target.host, target.port, timeout_s)
+        tracker = rpc.connect_tracker(target.host, target.port)
+        summary = tracker.summary()
+        tracker.close()
+    except (OSError, RuntimeError) as err:
+        raise AutotuneError(f"cannot reach the RPC tracker at {target.host}:{target.port} "
+                            f"({_last_line(err)}); start one with `autotune rpc tracker`") from None
+    count = sum(1 for info in summary["server_info"] if info["key"] == f"server:{target.key}")
+    if count == 0:
+        raise AutotuneError(f"no RPC server is registered under {target}; start one with "
+                            f"`autotune rpc server --key {target.key} --tracker "
+                            f"{target.host}:{target.port}` on the measuring machine")
+    return count
+
+
+def _probe(host: str, port: int, timeout_s: float) -> None:
+    """Fail fast where TVM's own connect would retry a refused connection for a minute."""
+    socket.create_connection((host, port), timeout=timeout_s).close()
+
+
+def _last_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[-1] if lines else type(err).__name__
+
+
+def check_bind(host: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback ``host`` unless ``allow_remote``; warn when it is allowed."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return
+    if not allow_remote:
+        raise AutotuneError(f"--host {host} would accept connections from other machines, and TVM "
+                            "RPC runs whatever code its peers send: add --allow-remote on a "
+                            "trusted network")
+    print(f"autotune: warning: listening on {host}: TVM RPC is plaintext and trusts its peers; "
+          "anyone who can reach this port can run code on this machine", file=sys.stderr)
+
+
+def start_tracker(host: str = LOOPBACK, port: int = 9190, allow_remote: bool = False):
+    """A ``tvm.rpc.tracker.Tracker`` in a child process, listening on exactly ``host:port``."""
+    from tvm.rpc.tracker import Tracker
+
+    check_bind(host, allow_remote)
+    try:
+        return Tracker(host, port, port_end=port + 1, silent=True)
+    except (OSError, ValueError) as err:
+        raise AutotuneError(f"cannot listen on {host}:{port} ({_last_line(err)})") from None
+
+
+def start_server(key: str, tracker: str = f"{LOOPBACK}:9190", host: str = LOOPBACK, port: int = 9090,
+                 allow_remote: bool = False):
+    """A ``tvm.rpc.Server`` in a child process, registered under ``key`` at ``tracker``.
+
+    It takes the first free port from ``port`` on; clients find it through the tracker.
+    """
+    from tvm import rpc
+
+    check_bind(host, allow_remote)
+    tracker_addr = parse_address(tracker, "--tracker")
+    try:
+        _probe(*tracker_addr, timeout_s=10.0)
+    except OSError as err:
+        raise AutotuneError(f"cannot reach the RPC tracker at {tracker} ({err}); "
+                            "start it first with `autotune rpc tracker`") from None
+    try:
+        return rpc.Server(host, port, port_end=port + SERVER_PORT_SEARCH, tracker_addr=tracker_addr,
+                          key=key)
+    except (OSError, ValueError) as err:
+        raise AutotuneError(f"cannot listen on {host}:{port} ({_last_line(err)})") from None
+
+
+def serve_forever(service, what: str) -> None:
+    """Print where a started tracker or server listens, and keep it until Ctrl-C or SIGTERM."""
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    print(f"{what} listening on {service.host}:{service.port} (Ctrl-C to stop)", flush=True)
+    try:
+        service.proc.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.proc.kill()
+
+
+def alloc_arguments(session, device, args_info: list, alloc_repeat: int) -> list[list]:
+    """``RPCRunner`` arguments as local measuring makes them: random floats, zero integers.
+
+    TVM's default fills integers at random too, so ``take`` reads out of bounds and crashes.
+    """
+    from .measure_jobs import _argument
+
+    return [[_argument(info, device) for info in args_info] for _ in range(alloc_repeat)]
+
+
+def make_rpc_runner(target: RpcTarget, config: MeasureConfig):
+    """A MetaSchedule ``Runner`` timing candidates on every server registered under the key.
+
+    It waits for its batch (as the local runner does), so ``busy_seconds`` is the time spent
+    measuring; ``close`` stops the connection workers.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    rpc_runner = ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(target.host, target.port, target.key,
+                                       session_timeout_sec=config.run_timeout_s),
+        evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=config.repeat,
+                                                   min_repeat_ms=config.min_repeat_ms),
+        f_alloc_argument=alloc_arguments, max_workers=count_servers(target))
+
+    @derived_object
+    class RemoteRunner(ms.runner.PyRunner):
+        """``RPCRunner`` timed, its results handed back complete."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.busy_seconds = 0.0
+
+        def run(self, runner_inputs):
+            started = time.monotonic()
+            results = [future.result() for future in rpc_runner.run(runner_inputs)]
+            self.busy_seconds += time.monotonic() - started
+            return [LocalRunnerFuture(res=r.run_secs, error_message=r.error_msg) for r in results]
+
+        def close(self) -> None:
+            rpc_runner.pool.shutdown()
+
+    return RemoteRunner()
