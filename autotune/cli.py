@@ -89,7 +89,7 @@ def cmd_tune(args) -> dict:
     summary = tune(args.model, _shapes(args.shape), _target(args, space), args.db, trials=trials,
                    time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion,
                    config=SearchConfig(trials_per_round=args.trials_per_round), manual=manual,
-                   progress=None if args.quiet else _print_progress)
+                   progress=None if args.quiet else _print_progress, rpc=args.rpc, rpc_key=args.rpc_key)
     if not args.json:
         if summary["manual_schedules"]:
             print(table(summary["manual_schedules"], ["schedule", "task", "latency_ms", "error"]) + "\n")
@@ -244,6 +244,36 @@ def _study(url: str, name: str):
         raise AutotuneError(f"no study {name!r} in --db {url}") from None
 
 
+def cmd_rpc(args) -> dict:
+    """Run an RPC tracker or server in the foreground until Ctrl-C."""
+    from .rpc import serve_forever, start_server, start_tracker
+
+    if args.role == "tracker":
+        service, what = start_tracker(args.host, args.port, args.allow_remote), "RPC tracker"
+    else:
+        service = start_server(args.key, args.tracker, args.host, args.port, args.allow_remote)
+        what = f"RPC server for key {args.key!r} at tracker {args.tracker},"
+    serve_forever(service, what)
+    return {"role": args.role, "host": service.host, "port": service.port}
+
+
+def _rpc_parser(sub) -> None:
+    p = sub.add_parser("rpc", help="run a TVM RPC tracker, or a server measuring on this machine")
+    p.set_defaults(func=cmd_rpc, json=False)
+    roles = p.add_subparsers(dest="role", required=True)
+    tracker = roles.add_parser("tracker", help="where servers register and tuning jobs find them")
+    tracker.add_argument("--port", type=int, default=9190, help="port to listen on (default 9190)")
+    server = roles.add_parser("server", help="measure candidates on this machine's devices")
+    server.add_argument("--key", required=True, help="device kind to register under, e.g. h100")
+    server.add_argument("--tracker", default="127.0.0.1:9190", metavar="HOST:PORT",
+                        help="the tracker to register with (default 127.0.0.1:9190)")
+    server.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
+    for role in (tracker, server):
+        role.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        role.add_argument("--allow-remote", action="store_true",
+                          help="allow a non-loopback --host; TVM RPC is plaintext and unauthenticated")
+
+
 def cmd_db_upgrade(args) -> dict:
     from .database import Store
 
@@ -296,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manual", action="append", help="a manual schedule module (repeatable)")
     p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
     p.add_argument("--trials-per-round", type=positive_int, help="search round size (default: from budget)")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="time candidates on RPC servers at this tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the key the RPC servers registered under")
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("compile", help="build the best schedules into a .so with a manifest")
     _common(p)
@@ -348,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["upgrade"], help="upgrade: migrate the schema in place")
     _common(p, model=False, target=False)
     p.set_defaults(func=cmd_db_upgrade)
+    _rpc_parser(sub)
     p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
     _common(p, model=False)
     p.add_argument("--time-budget", type=duration_arg, default=240.0)

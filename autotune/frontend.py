@@ -5,8 +5,14 @@ Every failure is an ``AutotuneError`` naming the file, the input or the op.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import io
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +68,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _read_model(path: Path) -> onnx.ModelProto:
+    """Parse the file and load its external data, refusing size claims the files do not back."""
     if not path.is_file():
         raise AutotuneError(f"model file not found: {path}")
     if path.stat().st_size == 0:
@@ -81,13 +88,18 @@ def _read_model(path: Path) -> onnx.ModelProto:
 
 def _one_line(err: BaseException | str, limit: int) -> str:
     """``err`` as one line of at most ``limit`` characters (its type name when it has no text)."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = " ".join(str(err).split())
+    if not text and isinstance(err, BaseException):
+        text = type(err).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_SUB_BYTE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4,
-                  getattr(onnx.TensorProto, "INT2", -1): 2, getattr(onnx.TensorProto, "UINT2", -1): 2}
-_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+#: Bits per element of the packed types (newer ones looked up by name, as older onnx lacks them).
+_SUB_BYTE_BITS = {getattr(onnx.TensorProto, name, -1): bits for name, bits in [
+    ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6),
+    ("FLOAT6E3M2", 6)]}
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                 "uint64_data")
 
 
 def _claimed_bytes(tensor: onnx.TensorProto) -> int | None:
@@ -110,14 +122,14 @@ def _claim(tensor: onnx.TensorProto, claimed: int) -> str:
 
 
 def _check_inline_claim(tensor: onnx.TensorProto, path: Path) -> None:
-    """Refuse a tensor whose dims claim more data than the file holds for it, before anything
-    allocates the claimed size."""
+    """Refuse a tensor whose dims claim other than the data the file holds for it, before
+    anything allocates the claimed size."""
     claimed = _claimed_bytes(tensor)
     if claimed is None:
         return
-    if tensor.raw_data and len(tensor.raw_data) < claimed:
-        raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but the file holds only "
-                            f"{len(tensor.raw_data)}")
+    if tensor.raw_data and len(tensor.raw_data) != claimed:
+        raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but its raw data in the file is "
+                            f"{len(tensor.raw_data)} bytes")
     values = sum(len(getattr(tensor, name)) for name in _TYPED_FIELDS)
     if not tensor.raw_data and claimed > 8 * values:  # 8 bytes: the widest value a field holds
         raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but the file holds only "
@@ -168,9 +180,25 @@ def _check_external_tensor(tensor: onnx.TensorProto, base: Path, path: Path) -> 
     if wanted > available:
         raise AutotuneError(f"{path}: tensor {tensor.name!r} claims {wanted} bytes of external data "
                             f"at offset {offset} of {location!r}, which holds only {available}")
+    if claimed is not None and length is not None and length != claimed:
+        raise AutotuneError(f"{path}: {_claim(tensor, claimed)} but its external data is "
+                            f"{length} bytes long")
+
+
+_KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
 def _check(model: onnx.ModelProto, path: Path) -> None:
+    """Opset and element types are known here, the graph is acyclic, the ONNX checker passes."""
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise AutotuneError(f"{path} uses ONNX opset {opset.version}, newer than the newest "
+                                f"this installation knows ({newest})")
+    for value in [*model.graph.input, *model.graph.output]:
+        elem_type = value.type.tensor_type.elem_type
+        if value.type.HasField("tensor_type") and elem_type not in _KNOWN_TYPES:
+            raise AutotuneError(f"{path}: tensor {value.name!r} has unknown element type {elem_type}")
     cycle = _find_cycle(model.graph)
     if cycle:
         names = [_node_name(model.graph, i) for i in cycle]
@@ -183,6 +211,7 @@ def _check(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _node_name(graph: onnx.GraphProto, index: int) -> str:
+    """The node's name, or its op type and position when it has none."""
     return graph.node[index].name or f"{graph.node[index].op_type}#{index}"
 
 
@@ -217,7 +246,7 @@ def _infer_shapes_strictly(model: onnx.ModelProto, path: Path) -> None:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as err:
         text = _one_line(err, 400)
-        found = re.search(r"\(op_type:([^,]*), node name: ([^)]*)\): (.*)", text)
+        found = re.search(r"\(op_type:([^,]*), node name: ([^)]*)\): (.*?)(?: \(op_type:|$)", text)
         if not found:
             raise AutotuneError(f"{path}: shape inference fails: {text}") from None
         op_type, node, detail = found.groups()
@@ -259,13 +288,37 @@ def freeze_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], pa
                                 f"give --shape {name}={'x'.join('N' for _ in dims)}")
 
 
+@contextlib.contextmanager
+def _native_stderr_muted() -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to a scratch file while the block runs:
+    onnxsim logs every constant it fails to fold (with Python tracebacks, megabytes for a broken
+    model) and TVM warns about half-built blocks; the user gets one clear line instead."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _simplify(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(model, perform_optimization=False)
+        with _native_stderr_muted():
+            simplified, ok = onnxsim.simplify(model, perform_optimization=False)
     except Exception as err:
-        raise AutotuneError(f"{path}: cannot simplify the frozen graph: {str(err)[:300]}") from None
+        raise AutotuneError(f"{path}: cannot simplify the frozen graph: {_one_line(err, 300)}"
+                            ) from None
     if not ok:
         raise AutotuneError(f"{path}: simplified graph does not match the original")
     return simplified
@@ -299,18 +352,44 @@ def _spec(value: onnx.ValueInfoProto, path: Path) -> TensorSpec:
 
 
 def _to_relax(model: onnx.ModelProto, path: Path):
+    """The Relax module of ``model``; TVM's print of the failing operator becomes part of the
+    one-line error, and its native warnings about the half-built module stay off stderr."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    try:
-        return from_onnx(model, keep_params_in_input=False)
-    except Exception as err:
-        raise AutotuneError(f"{path}: TVM cannot import the model: {str(err).splitlines()[0][:300]}"
-                            ) from None
+    printed, failure = io.StringIO(), None
+    with contextlib.redirect_stdout(printed), _native_stderr_muted():
+        try:
+            module = from_onnx(model, keep_params_in_input=False)
+        except Exception as err:
+            failure = _tvm_reason(err)
+        if failure is not None:
+            gc.collect()  # TVM warns as it frees the half-built module: let that happen muted
+    if failure is not None:
+        found = re.search(r"Error converting operator (\S+?),", printed.getvalue())
+        where = f" at op {found.group(1)!r}" if found else ""
+        raise AutotuneError(f"{path}: TVM cannot import the model{where}: {failure}")
+    sys.stdout.write(printed.getvalue())
+    return module
+
+
+def _tvm_reason(err: Exception) -> str:
+    """TVM's error text without the op's full repr and the metadata notes it embeds."""
+    text = re.sub(r'(?:In )?ir\.Op\(.*?name="([^"]+)".*?support_level=\d+\)(,?) ',
+                  lambda m: m[1] + (": " if m[2] else " "), str(err), flags=re.S)
+    text = text.replace("# Metadata omitted. Use show_meta=True in script() method to show it.", "")
+    return _one_line(text, 300)
 
 
 def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
     """Load, check, freeze, simplify and import an ONNX model."""
-    path = Path(path)
+    try:
+        return _load(Path(path), shapes)
+    except AutotuneError as err:  # names from the file may hold line breaks: keep it one line
+        raise AutotuneError(" ".join(str(err).splitlines())) from None
+
+
+def _load(path: Path, shapes: dict[str, tuple[int, ...]] | None) -> ImportedModel:
+    """The steps of ``load_model``, each raising ``AutotuneError`` on a bad file."""
     model = _read_model(path)
     _check(model, path)
     freeze_shapes(model, shapes or {}, path)

@@ -55,14 +55,14 @@ def count_servers(target: RpcTarget, timeout_s: float = 10.0) -> int:
     """How many servers are registered under the target's key; raises if none or no tracker."""
     from tvm import rpc
 
+    _probe_tracker(target.host, target.port, timeout_s)
     try:
-        _probe(target.host, target.port, timeout_s)
         tracker = rpc.connect_tracker(target.host, target.port)
         summary = tracker.summary()
         tracker.close()
     except (OSError, RuntimeError) as err:
-        raise AutotuneError(f"cannot reach the RPC tracker at {target.host}:{target.port} "
-                            f"({_last_line(err)}); start one with `autotune rpc tracker`") from None
+        raise AutotuneError(f"no RPC tracker answers at {target.host}:{target.port} "
+                            f"({_last_line(err)})") from None
     count = sum(1 for info in summary["server_info"] if info["key"] == f"server:{target.key}")
     if count == 0:
         raise AutotuneError(f"no RPC server is registered under {target}; start one with "
@@ -71,14 +71,19 @@ def count_servers(target: RpcTarget, timeout_s: float = 10.0) -> int:
     return count
 
 
-def _probe(host: str, port: int, timeout_s: float) -> None:
+def _probe_tracker(host: str, port: int, timeout_s: float = 10.0) -> None:
     """Fail fast where TVM's own connect would retry a refused connection for a minute."""
-    socket.create_connection((host, port), timeout=timeout_s).close()
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise AutotuneError(f"cannot reach the RPC tracker at {host}:{port} ({err.strerror or err}); "
+                            "start one with `autotune rpc tracker`") from None
 
 
-def _last_line(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[-1] if lines else type(err).__name__
+def _last_line(error: object) -> str:
+    """The last line of an error, where tracebacks put the reason."""
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -99,13 +104,25 @@ def check_bind(host: str, allow_remote: bool) -> None:
 
 def start_tracker(host: str = LOOPBACK, port: int = 9190, allow_remote: bool = False):
     """A ``tvm.rpc.tracker.Tracker`` in a child process, listening on exactly ``host:port``."""
-    from tvm.rpc.tracker import Tracker
-
     check_bind(host, allow_remote)
     try:
-        return Tracker(host, port, port_end=port + 1, silent=True)
-    except (OSError, ValueError) as err:
-        raise AutotuneError(f"cannot listen on {host}:{port} ({_last_line(err)})") from None
+        from tvm.rpc.tracker import Tracker
+    except ImportError:
+        raise AutotuneError("the RPC tracker needs the tornado package: pip install tornado") from None
+    _check_can_listen(host, port)
+    return Tracker(host, port, port_end=port + 1, silent=True)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail cleanly here: a ``Tracker`` that fails to bind leaves its child process behind."""
+    from tvm.rpc.base import get_addr_family
+
+    try:
+        with socket.socket(get_addr_family((host, port)), socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as err:
+        raise AutotuneError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
 
 
 def start_server(key: str, tracker: str = f"{LOOPBACK}:9190", host: str = LOOPBACK, port: int = 9090,
@@ -118,11 +135,7 @@ def start_server(key: str, tracker: str = f"{LOOPBACK}:9190", host: str = LOOPBA
 
     check_bind(host, allow_remote)
     tracker_addr = parse_address(tracker, "--tracker")
-    try:
-        _probe(*tracker_addr, timeout_s=10.0)
-    except OSError as err:
-        raise AutotuneError(f"cannot reach the RPC tracker at {tracker} ({err}); "
-                            "start it first with `autotune rpc tracker`") from None
+    _probe_tracker(*tracker_addr)
     try:
         return rpc.Server(host, port, port_end=port + SERVER_PORT_SEARCH, tracker_addr=tracker_addr,
                           key=key)
@@ -148,7 +161,7 @@ def serve_forever(service, what: str) -> None:
 def alloc_arguments(session, device, args_info: list, alloc_repeat: int) -> list[list]:
     """``RPCRunner`` arguments as local measuring makes them: random floats, zero integers.
 
-    TVM's default fills integers at random too, so ``take`` reads out of bounds and crashes.
+    TVM's default fills integers with random bits, so ``take`` would read far out of bounds.
     """
     from .measure_jobs import _argument
 
@@ -174,7 +187,7 @@ def make_rpc_runner(target: RpcTarget, config: MeasureConfig):
 
     @derived_object
     class RemoteRunner(ms.runner.PyRunner):
-        """``RPCRunner`` timed, its results handed back complete."""
+        """``RPCRunner`` timed, its results handed back complete, each error as one line."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -184,7 +197,9 @@ def make_rpc_runner(target: RpcTarget, config: MeasureConfig):
             started = time.monotonic()
             results = [future.result() for future in rpc_runner.run(runner_inputs)]
             self.busy_seconds += time.monotonic() - started
-            return [LocalRunnerFuture(res=r.run_secs, error_message=r.error_msg) for r in results]
+            return [LocalRunnerFuture(res=r.run_secs) if r.error_msg is None
+                    else LocalRunnerFuture(error_message=f"run failed over RPC: {_last_line(r.error_msg)}")
+                    for r in results]
 
         def close(self) -> None:
             rpc_runner.pool.shutdown()

@@ -71,6 +71,19 @@ def write_truncated(folder: Path) -> Path:
     return path
 
 
+def write_truncated_at_field(folder: Path) -> Path:
+    """A prefix of the valid model that still parses: it ends where ``opset_import`` (the last
+    field written) begins, so only the checker can tell."""
+    full = valid_model()
+    data = full.SerializeToString()
+    full.ClearField("opset_import")
+    prefix = full.SerializeToString()
+    assert data.startswith(prefix) and len(prefix) < len(data)
+    path = folder / "truncated_at_field.onnx"
+    path.write_bytes(prefix)
+    return path
+
+
 def write_unsupported_op(folder: Path) -> Path:
     """A valid model whose one op (``Celu``) TVM's ONNX importer does not convert."""
     node = helper.make_node("Celu", ["x"], ["y"], name="celu_0")
@@ -146,13 +159,16 @@ CORPUS: dict[str, BadCase] = {
     "empty": BadCase(write_empty, "the file is empty"),
     "random_bytes": BadCase(write_random_bytes, "is not a valid ONNX model"),
     "truncated": BadCase(write_truncated, "is not a valid ONNX model"),
-    "unsupported_op": BadCase(write_unsupported_op, "'Celu'"),
+    "truncated_at_field": BadCase(write_truncated_at_field, "fails the ONNX checker"),
+    "unsupported_op": BadCase(write_unsupported_op, "op 'Celu' (node 'celu_0') is not supported"),
     "external_traversal": BadCase(write_external_traversal, "outside the model's folder"),
-    "matmul_mismatch": BadCase(write_matmul_mismatch, "node 'matmul_bad'"),
-    "add_mismatch": BadCase(write_add_mismatch, "node 'add_bad'"),
-    "huge_raw_claim": BadCase(write_huge_raw_claim, "claims"),
-    "huge_external_claim": BadCase(write_huge_external_claim, "claims"),
-    "cycle": BadCase(write_cycle, "graph has a cycle through node"),
+    "matmul_mismatch": BadCase(write_matmul_mismatch,
+                               "shapes do not agree at node 'matmul_bad' (MatMul)"),
+    "add_mismatch": BadCase(write_add_mismatch, "shapes do not agree at node 'add_bad' (Add)"),
+    "huge_raw_claim": BadCase(write_huge_raw_claim, "tensor 'huge' claims 2147483648 bytes"),
+    "huge_external_claim": BadCase(write_huge_external_claim,
+                                   "claims 2147483648 bytes of external data"),
+    "cycle": BadCase(write_cycle, "graph has a cycle through node 'node_a'"),
 }
 
 
