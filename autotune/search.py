@@ -212,19 +212,30 @@ def measure_schedules(items: list[tuple[Task, object]], database, measurer, prov
     return latencies
 
 
-def measure_defaults(tasks: list[Task], database, measurer) -> int:
+DEFAULTS_PER_ROUND = 8
+
+
+def measure_defaults(tasks: list[Task], database, measurer,
+                     may_continue: Callable[[list[float]], bool] = lambda _: True) -> tuple[int, list[float]]:
     """Measure each task's unscheduled loop nest once and record it with provenance ``default``.
 
     The naive nest runs serially, and for tiny tasks (reshape, transpose, small matmuls) that beats
     every parallel schedule MetaSchedule offers: a parallel region costs 5–18 µs here. With it in the
-    database, compile picks whichever is fastest per task. Returns the trials spent.
+    database, compile picks whichever is fastest per task. Runs in rounds of ``DEFAULTS_PER_ROUND``
+    tasks while ``may_continue(round durations so far)``; returns (trials spent, round durations).
     """
     import tvm
 
     todo = [t for t in tasks if not database.has_record(t.mod, "default")]
-    if todo:
-        measure_schedules([(t, tvm.s_tir.Schedule(t.mod)) for t in todo], database, measurer, "default")
-    return len(todo)
+    durations: list[float] = []
+    for first in range(0, len(todo), DEFAULTS_PER_ROUND):
+        if not may_continue(durations):
+            return first, durations
+        started = time.monotonic()
+        chunk = todo[first:first + DEFAULTS_PER_ROUND]
+        measure_schedules([(t, tvm.s_tir.Schedule(t.mod)) for t in chunk], database, measurer, "default")
+        durations.append(time.monotonic() - started)
+    return len(todo), durations
 
 
 def make_recorder(database, on_measured: Callable[[float | None], None]):
@@ -254,25 +265,33 @@ def make_recorder(database, on_measured: Callable[[float | None], None]):
 def search(tasks: list[Task], database, measurer, budget: Budget,
            config: SearchConfig = SearchConfig(), progress_fn: ProgressFn | None = None,
            already_measured: int = 0, already_seconds: float = 0.0) -> SearchResult:
-    """Tune ``tasks`` within ``budget`` (counting what a resumed job already spent)."""
+    """Tune ``tasks`` within ``budget`` (counting what a resumed job already spent).
+
+    The budget is checked before every round, default-nest rounds included: a round starts only if
+    the trial budget has room and the time budget has room for a round as long as the recent ones.
+    """
     start = time.monotonic()
-    measured_before = already_measured + measure_defaults(tasks, database, measurer)
+
+    def room(trials: int, round_seconds: list[float]) -> bool:
+        expected = sum(round_seconds[-3:]) / len(round_seconds[-3:]) if round_seconds else 0.0
+        seconds = already_seconds + time.monotonic() - start
+        return ((budget.trials is None or trials < budget.trials)
+                and (budget.seconds is None or seconds + expected <= budget.seconds))
+
+    defaults, round_seconds = measure_defaults(
+        tasks, database, measurer,
+        lambda durations: room(already_measured + DEFAULTS_PER_ROUND * len(durations), durations))
+    measured_before = already_measured + defaults
     per_round = trials_per_round(budget, len(tasks), config)
     state = _Search(tasks, database, measurer, config, per_round)
     resumed_trials = sum(p.trials for p in state.progress)  # already in ``already_measured``
-    round_seconds: list[float] = []
 
     def spent() -> tuple[int, float]:
         new_trials = sum(p.trials for p in state.progress) - resumed_trials
         return measured_before + new_trials, already_seconds + time.monotonic() - start
 
-    while tasks:
-        trials, seconds = spent()
-        if budget.trials is not None and trials >= budget.trials:
-            break
-        expected_round = sum(round_seconds[-3:]) / len(round_seconds[-3:]) if round_seconds else 0.0
-        if budget.seconds is not None and seconds + expected_round > budget.seconds:
-            break
+    while tasks and room(spent()[0], round_seconds):
+        trials = spent()[0]
         p = _pick_next(state.progress)
         size = per_round if budget.trials is None else min(per_round, budget.trials - trials)
         round_start = time.monotonic()
@@ -283,6 +302,7 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
     trials, seconds = spent()
     split = measurer.seconds()
     split["search"] = time.monotonic() - start - split["build"] - split["run"]
+    split["longest_round"] = max(round_seconds, default=0.0)
     return SearchResult(trials_measured=trials, failures=state.failures, tuning_seconds=seconds,
                         tasks=state.progress, time_split={k: round(v, 2) for k, v in split.items()})
 
