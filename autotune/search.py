@@ -38,9 +38,9 @@ class Budget:
 class SearchConfig:
     """Evolutionary search settings sized for small budgets on a 2-core machine."""
 
-    population_size: int = 64
-    init_min_unmeasured: int = 16
-    genetic_num_iters: int = 3
+    population_size: int = 32
+    init_min_unmeasured: int = 8
+    genetic_num_iters: int = 2
     trials_per_round: int | None = None  # None: derived from the budget
     seed: int = 0
 
