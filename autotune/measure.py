@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .targets import physical_cores
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class MeasureConfig:
     run_timeout_s: float = 10.0
     repeat: int = 9
     min_repeat_ms: int = 1
-    threads: int | None = None  # TVM threads when timing; None: TVM's default (all cores)
+    threads: int | None = None  # TVM threads when timing; None: every core
 
 
 def make_builder(pool: WorkerPool, timeout_s: float):
@@ -78,8 +79,8 @@ class Measurer:
     def __init__(self, config: MeasureConfig = MeasureConfig(), rpc: RpcTarget | None = None):
         self.config = config
         if rpc is None:
-            env = {"TVM_NUM_THREADS": str(config.threads)} if config.threads else None
-            self._run_side = WorkerPool(1, env)
+            threads = config.threads or physical_cores()  # TVM's own default here: one thread
+            self._run_side = WorkerPool(1, {"TVM_NUM_THREADS": str(threads)})
             self.runner = make_runner(self._run_side, config)
         else:
             from .rpc import make_rpc_runner

@@ -1,7 +1,8 @@
 """Production loader: verify an artifact against its manifest and run it. Needs only TVM's runtime.
 
 Imports nothing of the compiler: ``TVM_USE_RUNTIME_LIB=1`` is set before TVM loads, unless the
-process already imported TVM.
+process already imported TVM; so is ``TVM_NUM_THREADS`` (to the cores the artifact was tuned for)
+unless the caller set it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -68,8 +70,11 @@ class CompiledModel:
     """
 
     def __init__(self, so_path: Path, manifest: dict | None):
-        if "tvm" not in __import__("sys").modules:
+        if "tvm" not in sys.modules:
             os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+            cores = (manifest or {}).get("target", {}).get("num-cores")
+            if cores:  # the threads the schedules were tuned for (TVM's own default may be fewer)
+                os.environ.setdefault("TVM_NUM_THREADS", str(cores))
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
