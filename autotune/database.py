@@ -106,6 +106,14 @@ class Store:
                 time.sleep(0.05 * 2 ** attempt)
         raise AssertionError("unreachable")
 
+    def get_or_create(self, work: Callable[[Session], T]) -> T:
+        """Run a find-else-insert ``work``; if another process inserted the same row meanwhile
+        (a unique key clash), run it again, and the find now returns that row."""
+        try:
+            return self.write(work)
+        except IntegrityError:
+            return self.write(work)
+
     def target_id(self, canonical: str, host_features: str = "") -> int:
         """The id of a target row, created if new."""
         def work(session: Session) -> int:
@@ -115,7 +123,7 @@ class Store:
                 session.add(row)
                 session.flush()
             return row.id
-        return self.write(work)
+        return self.get_or_create(work)
 
 
 def workload_keys(mod) -> tuple[str, str, str]:
@@ -252,14 +260,14 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                     TuningRecordRow.provenance == provenance).limit(1)) is not None
 
         def job_trials(self, mod) -> int:
-            """Candidates this job has already searched (not the default nest) for ``mod``."""
+            """Candidates this job has already searched for ``mod`` (not default nests, not manual)."""
             found = self._find(mod)
             if found is None or self.job_id is None:
                 return 0
             with self.store.session() as session:
                 return session.scalar(select(func.count(TuningRecordRow.id)).where(
                     TuningRecordRow.workload_id == found[0], TuningRecordRow.job_id == self.job_id,
-                    TuningRecordRow.provenance != "default")) or 0
+                    TuningRecordRow.provenance == "search")) or 0
 
         def _to_record(self, row: TuningRecordRow, workload):
             return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)

@@ -60,7 +60,7 @@ def _model_id(store: Store, model: ImportedModel) -> int:
             session.add(row)
             session.flush()
         return row.id
-    return store.write(work)
+    return store.get_or_create(work)
 
 
 def _resume_key(prepared: Prepared, budget: Budget, settings: list) -> str:
