@@ -99,7 +99,7 @@ def cmd_tune(args) -> dict:
 
 
 def cmd_study(args) -> dict:
-    from .graph_search import _target_for, best_configuration, run_study
+    from .graph_search import target_for, best_configuration, run_study
     from .jobs import compile as compile_model
 
     space = _space(args)
@@ -109,7 +109,7 @@ def cmd_study(args) -> dict:
                           f"trial {e['trial']}: {e['knobs']} → p50 {e['p50_ms']:.3f} ms", file=sys.stderr))
     best = best_configuration(study)
     knobs = best["knobs"]
-    built = compile_model(args.model, args.output, shapes, _target_for(space, knobs.get("threads")),
+    built = compile_model(args.model, args.output, shapes, target_for(space, knobs.get("threads")),
                           args.db, rtol=space.rtol, atol=space.atol,
                           fusion=knobs.get("fusion", "full"), pins=space.pin)
     rows = [{"trial": t.number, "state": t.state.name, "p50_ms": t.value, **t.params} for t in study.trials]

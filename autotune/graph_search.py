@@ -35,7 +35,7 @@ def study_name(model: Path, space: SearchSpace) -> str:
     return f"{model.stem}:{space.name}"
 
 
-def _target_for(space: SearchSpace, threads: int | None):
+def target_for(space: SearchSpace, threads: int | None):
     """The space's target with ``num-cores`` set to the configuration's thread count."""
     if threads is None:
         return parse_target(space.target)
@@ -73,7 +73,7 @@ def _objective(model: Path, shapes: dict, space: SearchSpace, db_url: str, folde
 
     def objective(trial: optuna.Trial) -> float:
         knobs = {name: trial.suggest_categorical(name, values) for name, values in space.graph.items()}
-        target = _target_for(space, knobs.get("threads"))
+        target = target_for(space, knobs.get("threads"))
         config = SearchConfig(trials_per_round=knobs.get("trials_per_round"))
         summary = tune(model, shapes, target, db_url, trials=space.trials, time_budget_s=space.time_s,
                        config=config, fusion=knobs.get("fusion", "full"), manual=space.manual_modules)
