@@ -16,7 +16,7 @@ from .conftest import TINY_SHAPE_FLAGS, TINY_SHAPES
 def space(tmp_path_factory):
     path = tmp_path_factory.mktemp("space") / "tiny.yaml"
     path.write_text("family: tiny\nbudget: {trials: 40}\n"
-                    "graph: {fusion: [full, none], trials_per_round: [2, 4]}\nstudy: {trials: 3}\n")
+                    "graph: {threads: [1, 2], trials_per_round: [2, 4]}\nstudy: {trials: 3}\n")
     return load_space(path)
 
 
@@ -36,7 +36,7 @@ def test_study_resumes_after_interruption_and_compiles_best(space, tiny_translat
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3 and complete[0].number == 0
     assert all(t.user_attrs["validation"]["passed"] and t.value > 0 for t in complete)
-    assert {k for t in complete for k in t.params} == {"fusion", "trials_per_round"}
+    assert {k for t in complete for k in t.params} == {"threads", "trials_per_round"}
     best = best_configuration(study)
     assert best["p50_ms"] == min(t.value for t in complete)
 
