@@ -15,21 +15,24 @@ from .runtime import MANIFEST_FORMAT, manifest_path, sha256_of
 
 
 def build_tuned(fused_mod, target, database):
-    """A Relax executable of ``fused_mod`` with the database's best schedule for every task it has."""
+    """A Relax executable of ``fused_mod`` with the database's best schedule for every task it has.
+
+    Tasks without a record get a heuristic default schedule instead of the naive loop nest.
+    """
     import tvm
     from tvm import relax
 
+    from .cuda import codegen_fallback, default_schedule_pass
+    from .heuristics import schedule_unscheduled
     from .tasks import backend_pipeline
 
     pipeline = backend_pipeline(target)
-    lower = tvm.transform.Sequential([*pipeline.dataflow_lower_passes(target),
-                                      *pipeline.finalize_passes(target)])
-
-    @tvm.transform.module_pass(opt_level=0)
-    def apply_and_lower(mod, _ctx):
-        return lower(relax.transform.MetaScheduleApplyDatabase()(mod))
-
-    with target, database, tvm.transform.PassContext(opt_level=3):
+    with target, database, tvm.transform.PassContext(opt_level=3), codegen_fallback(target):
+        apply_and_lower = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(),
+                                                    default_schedule_pass(target),
+                                                    schedule_unscheduled(target),
+                                                    *pipeline.dataflow_lower_passes(target),
+                                                    *pipeline.finalize_passes(target)])
         return relax.build(fused_mod, target=target, relax_pipeline=apply_and_lower)
 
 
@@ -43,16 +46,29 @@ def build_untuned(relax_mod, target):
 
 @dataclass
 class Validation:
-    """How the artifact's outputs compare with ONNX Runtime on the same random inputs."""
+    """How the artifact's outputs compare with ONNX Runtime (fp32) on the same random inputs.
+
+    Passes when every output is ``allclose`` (rtol/atol), or, where ``max_rel_tol`` or
+    ``min_cosine_tol`` is set (reduced precision), when the max relative error and the lowest
+    cosine similarity over the outputs are within them.
+    """
 
     max_abs_err: float
     max_rel_err: float
+    min_cosine: float
     rtol: float
     atol: float
+    max_rel_tol: float | None
+    min_cosine_tol: float | None
     passed: bool
 
     def as_dict(self) -> dict:
         return dict(vars(self))
+
+    def tolerance(self) -> str:
+        if self.max_rel_tol is None and self.min_cosine_tol is None:
+            return f"rtol {self.rtol}, atol {self.atol}"
+        return f"max rel error {self.max_rel_tol}, min cosine {self.min_cosine_tol}"
 
 
 def onnxruntime_session(model_path: Path, threads: int):
@@ -66,21 +82,29 @@ def onnxruntime_session(model_path: Path, threads: int):
 
 
 def compare_outputs(ours: dict[str, np.ndarray], reference: list[np.ndarray], names: list[str],
-                    rtol: float, atol: float) -> Validation:
-    """Max abs and relative (to the reference's magnitude) error over all outputs."""
+                    rtol: float, atol: float, max_rel_tol: float | None = None,
+                    min_cosine_tol: float | None = None) -> Validation:
+    """Max abs error, max relative error (to the reference's magnitude), min cosine similarity."""
     max_abs = max_rel = 0.0
-    passed = True
+    min_cos = 1.0
+    close = True
     for name, ref in zip(names, reference):
-        got = ours[name].astype(np.float64)
-        diff = np.abs(got - ref.astype(np.float64))
-        max_abs = max(max_abs, float(diff.max(initial=0.0)))
-        max_rel = max(max_rel, float(diff.max(initial=0.0) / max(float(np.abs(ref).max(initial=0.0)), 1e-12)))
-        passed = passed and bool(np.allclose(got, ref, rtol=rtol, atol=atol))
-    return Validation(max_abs, max_rel, rtol, atol, passed)
+        got, ref = ours[name].astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+        diff = float(np.abs(got - ref).max(initial=0.0))
+        max_abs = max(max_abs, diff)
+        max_rel = max(max_rel, diff / max(float(np.abs(ref).max(initial=0.0)), 1e-12))
+        norms = float(np.linalg.norm(got) * np.linalg.norm(ref))
+        min_cos = min(min_cos, float(got @ ref) / norms if norms else float(diff == 0.0))
+        close = close and bool(np.allclose(got, ref, rtol=rtol, atol=atol))
+    if max_rel_tol is not None or min_cosine_tol is not None:
+        close = ((max_rel_tol is None or max_rel <= max_rel_tol)
+                 and (min_cosine_tol is None or min_cos >= min_cosine_tol))
+    return Validation(max_abs, max_rel, min_cos, rtol, atol, max_rel_tol, min_cosine_tol, close)
 
 
 def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = 1e-4,
-             atol: float = 1e-4) -> Validation:
+             atol: float = 1e-4, max_rel_tol: float | None = None,
+             min_cosine_tol: float | None = None) -> Validation:
     """Run the artifact and ONNX Runtime on random inputs and compare."""
     from .runtime import load
 
@@ -88,7 +112,8 @@ def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = 1e
     ours = load(so_path)(inputs)
     session = onnxruntime_session(model.path, threads)
     names = [o.name for o in model.outputs]
-    return compare_outputs(ours, session.run(names, inputs), names, rtol, atol)
+    return compare_outputs(ours, session.run(names, inputs), names, rtol, atol, max_rel_tol,
+                           min_cosine_tol)
 
 
 def _write_manifest(so_path: Path, model: ImportedModel, target, extra: dict) -> dict:
@@ -101,6 +126,7 @@ def _write_manifest(so_path: Path, model: ImportedModel, target, extra: dict) ->
         "target": json.loads(canonical(target)), "target_kind": target.kind.name,
         "mcpu": target.attrs.get("mcpu") and str(target.attrs["mcpu"]),
         "required_features": required_features(target), "tvm_version": tvm.__version__,
+        "cuda_arch": str(target.attrs["arch"]) if target.kind.name == "cuda" else None,
         "model": {"name": model.name, "path": str(model.path.resolve()), "sha256": model.sha256},
         "inputs": [s.as_dict() for s in model.inputs],
         "outputs": [s.as_dict() for s in model.outputs],
@@ -111,10 +137,12 @@ def _write_manifest(so_path: Path, model: ImportedModel, target, extra: dict) ->
 
 
 def export(executable, so_path: Path, model: ImportedModel, target, extra: dict) -> dict:
-    """Write the ``.so`` and its manifest; returns the manifest."""
+    """Write the ``.so`` and its manifest; returns the manifest. CUDA code is embedded compiled."""
+    from .cuda import export_options
+
     so_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        executable.export_library(str(so_path))
+        executable.export_library(str(so_path), **export_options(target))
     except Exception as err:
         raise AutotuneError(f"cannot export {so_path}: {str(err).splitlines()[0][:200]}") from None
     return _write_manifest(so_path, model, target, extra)

@@ -1,4 +1,7 @@
-"""Latency percentiles and throughput of an artifact, side by side with ONNX Runtime and untuned TVM."""
+"""Latency percentiles and throughput of an artifact, side by side with ONNX Runtime and untuned TVM.
+
+The systems take turns in short slices (``time_interleaved``), so machine noise hits them alike.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +27,33 @@ class BenchConfig:
 
 def time_runs(run: Callable[[], object], config: BenchConfig) -> list[float]:
     """Wall-clock seconds of each run after warm-up."""
-    for _ in range(config.warmup):
-        run()
-    samples: list[float] = []
-    deadline = time.perf_counter() + config.duration_s if config.duration_s else None
-    while (len(samples) < config.count) if deadline is None else (time.perf_counter() < deadline):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
+    return time_interleaved({"run": run}, config)["run"]
+
+
+INTERLEAVE_SLICES = 10
+
+
+def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConfig) -> dict[str, list[float]]:
+    """Wall-clock seconds of each runner's runs, the runners taking turns in short slices.
+
+    On a shared machine the speed drifts over seconds; taking turns spreads every drift over all
+    systems alike, so their ratios hold even when the absolute figures move.
+    """
+    for run in runners.values():
+        for _ in range(config.warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    slice_s = config.duration_s / (INTERLEAVE_SLICES * len(runners)) if config.duration_s else None
+    per_slice = -(-config.count // INTERLEAVE_SLICES)
+    for _ in range(INTERLEAVE_SLICES):
+        for name, run in runners.items():
+            mine = samples[name]
+            goal = len(mine) + per_slice
+            deadline = time.perf_counter() + slice_s if slice_s else None
+            while (len(mine) < min(goal, config.count)) if deadline is None else (time.perf_counter() < deadline):
+                start = time.perf_counter()
+                run()
+                mine.append(time.perf_counter() - start)
     return samples
 
 
@@ -66,8 +88,11 @@ def _untuned_runner(model_path: Path, manifest: dict, inputs: dict[str, np.ndarr
 
 
 def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: str | Path | None = None,
-          peers: tuple[str, ...] = ("onnxruntime", "untuned")) -> dict:
-    """Benchmark the artifact and each peer on the same random inputs; returns a JSON-able dict."""
+          peers: tuple[str, ...] = ("onnxruntime", "untuned"), others: dict[str, Path] | None = None) -> dict:
+    """Benchmark the artifact and each peer on the same random inputs; returns a JSON-able dict.
+
+    ``others`` names more artifacts of the same model to take turns with (e.g. another build).
+    """
     from .frontend import TensorSpec, random_inputs
     from .runtime import load
     from .targets import physical_cores
@@ -84,11 +109,13 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     if peers and not source.is_file():
         raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
     runners = {"autotune": lambda: compiled(inputs)}
+    for name, path in (others or {}).items():
+        runners[name] = (lambda model: lambda: model(inputs))(load(path))
     if "onnxruntime" in peers:
         runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
     if "untuned" in peers:
         runners["untuned_tvm"] = _untuned_runner(source, manifest, inputs)
-    results = {name: summarize(time_runs(run, config), batch) for name, run in runners.items()}
+    results = {name: summarize(samples, batch) for name, samples in time_interleaved(runners, config).items()}
     reference = results.get("onnxruntime")
     for stats in results.values():
         if reference:

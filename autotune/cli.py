@@ -89,7 +89,8 @@ def cmd_tune(args) -> dict:
     summary = tune(args.model, _shapes(args.shape), _target(args, space), args.db, trials=trials,
                    time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion,
                    config=SearchConfig(trials_per_round=args.trials_per_round), manual=manual,
-                   progress=None if args.quiet else _print_progress, rpc=args.rpc, rpc_key=args.rpc_key)
+                   progress=None if args.quiet else _print_progress, rpc=args.rpc, rpc_key=args.rpc_key,
+                   precision=args.precision)
     if not args.json:
         if summary["manual_schedules"]:
             print(table(summary["manual_schedules"], ["schedule", "task", "latency_ms", "error"]) + "\n")
@@ -111,7 +112,8 @@ def cmd_study(args) -> dict:
     knobs = best["knobs"]
     built = compile_model(args.model, args.output, shapes, target_for(space, knobs.get("threads")),
                           args.db, rtol=space.rtol, atol=space.atol,
-                          fusion=knobs.get("fusion", "full"), pins=space.pin)
+                          fusion=knobs.get("fusion", "full"), pins=space.pin,
+                          precision=knobs.get("precision", "fp32"))
     rows = [{"trial": t.number, "state": t.state.name, "p50_ms": t.value, **t.params} for t in study.trials]
     if not args.json:
         print(table(rows, ["trial", "state", "p50_ms", *space.graph]))
@@ -127,14 +129,16 @@ def cmd_compile(args) -> dict:
                             validate=not args.no_validate,
                             rtol=args.rtol if args.rtol is not None else (space.rtol if space else 1e-4),
                             atol=args.atol if args.atol is not None else (space.atol if space else 1e-4),
-                            fusion=args.fusion, pins=space.pin if space else ())
+                            fusion=args.fusion, pins=space.pin if space else (),
+                            precision=args.precision, max_rel_err=args.max_rel_err,
+                            min_cosine=args.min_cosine)
     if not args.json:
         valid = summary["validation"]
         print(f"wrote {summary['artifact']} (sha256 {summary['sha256'][:16]}…), "
               f"{summary['tasks_tuned']}/{summary['tasks']} tasks from tuning records")
         if valid:
             print(f"matches ONNX Runtime: max abs error {valid['max_abs_err']:.3g}, "
-                  f"max rel error {valid['max_rel_err']:.3g}")
+                  f"max rel error {valid['max_rel_err']:.3g}, min cosine {valid['min_cosine']:.6f}")
     return summary
 
 
@@ -308,6 +312,11 @@ def _common(parser: argparse.ArgumentParser, model: bool = True, target: bool = 
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                        help="arithmetic precision (inputs and outputs stay fp32; default fp32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="autotune", description=__doc__)
@@ -328,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-per-round", type=positive_int, help="search round size (default: from budget)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time candidates on RPC servers at this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the key the RPC servers registered under")
+    _precision(p)
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("compile", help="build the best schedules into a .so with a manifest")
     _common(p)
@@ -337,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, help="absolute tolerance vs ONNX Runtime (default 1e-4)")
     p.add_argument("--space", help="search space YAML: pinned manual schedules, tolerances")
     p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
+    _precision(p)
+    p.add_argument("--max-rel-err", type=float, help="largest relative error allowed vs ONNX Runtime "
+                   "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol)")
+    p.add_argument("--min-cosine", type=float, help="lowest cosine similarity allowed per output "
+                   "(default: fp16 0.999, bf16 0.99)")
     p.set_defaults(func=cmd_compile)
     p = sub.add_parser("study", help="Optuna study over a search space's graph-level knobs")
     _common(p, target=False)

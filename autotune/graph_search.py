@@ -76,11 +76,13 @@ def _objective(model: Path, shapes: dict, space: SearchSpace, db_url: str, folde
         target = target_for(space, knobs.get("threads"))
         config = SearchConfig(trials_per_round=knobs.get("trials_per_round"))
         summary = tune(model, shapes, target, db_url, trials=space.trials, time_budget_s=space.time_s,
-                       config=config, fusion=knobs.get("fusion", "full"), manual=space.manual_modules)
+                       config=config, fusion=knobs.get("fusion", "full"), manual=space.manual_modules,
+                       precision=knobs.get("precision", "fp32"))
         so_path = folder / f"trial_{trial.number}.so"
         try:
             built = compile_model(model, so_path, shapes, target, db_url, rtol=space.rtol, atol=space.atol,
-                                  fusion=knobs.get("fusion", "full"), pins=space.pin)
+                                  fusion=knobs.get("fusion", "full"), pins=space.pin,
+                                  precision=knobs.get("precision", "fp32"))
         except AutotuneError as err:
             trial.set_user_attr("infeasible", str(err))
             raise optuna.TrialPruned(str(err)) from None

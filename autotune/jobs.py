@@ -34,11 +34,11 @@ class Prepared:
 
 
 def prepare(model_path: str | Path, shapes: dict[str, tuple[int, ...]] | None, target: str,
-            fusion: str = "full") -> Prepared:
+            fusion: str = "full", precision: str = "fp32") -> Prepared:
     """Import ``model_path`` with frozen ``shapes``, apply graph passes, extract tasks."""
     tvm_target = parse_target(target) if isinstance(target, str) else target
     model = load_model(model_path, shapes)
-    fused = fuse(model.relax_mod, tvm_target, fusion)
+    fused = fuse(model.relax_mod, tvm_target, fusion, precision)
     return Prepared(model, tvm_target, fused, extract_tasks(fused, tvm_target))
 
 
@@ -131,7 +131,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
          reuse: bool = True, config: SearchConfig = SearchConfig(), fusion: str = "full",
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
-         rpc: str | None = None, rpc_key: str | None = None) -> dict:
+         rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32") -> dict:
     """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary.
 
     ``manual`` names hand-schedule modules (see ``autotune.manual``), measured before the search.
@@ -147,11 +147,13 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     budget = Budget(trials=trials, seconds=time_budget_s)
     remote = rpc_target(rpc, rpc_key) if rpc or rpc_key else None
     schedules = [item for module in manual for item in load_schedules(module)]
-    prepared = prepare(model, shapes, target, fusion)
+    prepared = prepare(model, shapes, target, fusion, precision)
     if remote is None:
         check_runnable_here(prepared.target, "measure candidates")
     store = Store(db)
     settings = [fusion, config.trials_per_round, sorted(s.source_sha256 for s in schedules)]
+    if precision != "fp32":  # fp32 jobs keep their resume keys
+        settings.append(precision)
     job_id, resumed = open_job(store, prepared, budget, settings)
     database = make_sql_database(store, canonical(prepared.target), job_id=job_id)
     satisfied = _satisfied_elsewhere(database, prepared.tasks, job_id) if reuse else set()
@@ -183,7 +185,8 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
             for t in prepared.tasks}
     known = all(v is not None for v in best.values())
     return {"job_id": job_id, "resumed": resumed, "model": str(model),
-            "target": json.loads(canonical(prepared.target)), "tasks": len(prepared.tasks),
+            "target": json.loads(canonical(prepared.target)), "precision": precision,
+            "tasks": len(prepared.tasks),
             "tasks_from_database": len(satisfied), "trials_measured": result.trials_measured,
             "failures": result.failures, "tuning_seconds": round(result.tuning_seconds, 2),
             "time_split_s": result.time_split,
@@ -208,22 +211,27 @@ def _measure_manual(tasks: list[Task], schedules, database, measurer,
 def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, ...]] | None = None,
             target: str = "host", db: str | None = None, validate: bool = True,
             rtol: float = 1e-4, atol: float = 1e-4, fusion: str = "full",
-            pins: Sequence[str] = ()) -> dict:
+            pins: Sequence[str] = (), precision: str = "fp32", max_rel_err: float | None = None,
+            min_cosine: float | None = None) -> dict:
     """Build the model with the database's best schedules, export ``output`` + manifest, validate.
 
     ``pins`` names manual schedules to use wherever they have a record, even when slower.
+    ``precision`` fp16/bf16 is checked against the fp32 ONNX Runtime reference by max relative
+    error and cosine similarity (``max_rel_err``/``min_cosine``, defaults per precision) instead
+    of ``rtol``/``atol``; either tolerance given applies in any precision.
     """
     from . import artifact
+    from .precision import DEFAULT_TOLERANCES
     from .targets import check_runnable_here, physical_cores
 
-    prepared = prepare(model, shapes, target, fusion)
+    prepared = prepare(model, shapes, target, fusion, precision)
     store = Store(db)
     database = make_sql_database(store, canonical(prepared.target))
     database.pins = set(pins)
     used = [row for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
     executable = artifact.build_tuned(prepared.fused, prepared.target, database)
     so_path = Path(output)
-    extra = {"record_ids": sorted(r.id for r in used), "fusion": fusion,
+    extra = {"record_ids": sorted(r.id for r in used), "fusion": fusion, "precision": precision,
              "provenance": sorted({r.provenance for r in used}),
              "job_ids": sorted({r.job_id for r in used if r.job_id is not None}),
              "tasks": len(prepared.tasks), "tasks_tuned": len(used)}
@@ -233,13 +241,17 @@ def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, 
                "sha256": manifest["sha256"], **extra, "validation": None}
     if validate:
         check_runnable_here(prepared.target, "validate the artifact")
-        result = artifact.validate(so_path, prepared.model, physical_cores(), rtol, atol)
+        default_rel, default_cos = DEFAULT_TOLERANCES.get(precision, (None, None))
+        result = artifact.validate(so_path, prepared.model, physical_cores(), rtol, atol,
+                                   max_rel_err if max_rel_err is not None else default_rel,
+                                   min_cosine if min_cosine is not None else default_cos)
         artifact.add_validation(so_path, result)
         summary["validation"] = result.as_dict()
         if not result.passed:
-            raise AutotuneError(f"{so_path} does not match ONNX Runtime: max abs error "
-                                f"{result.max_abs_err:.3g}, max rel error {result.max_rel_err:.3g} "
-                                f"(rtol {rtol}, atol {atol})")
+            raise AutotuneError(f"{so_path} ({precision}) does not match ONNX Runtime fp32: "
+                                f"max abs error {result.max_abs_err:.3g}, max rel error "
+                                f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f} "
+                                f"({result.tolerance()})")
     return summary
 
 

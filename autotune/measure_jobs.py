@@ -31,12 +31,15 @@ def build(mod_json: str, target_json: str) -> str:
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support.tar import tar
 
+    from .cuda import codegen_fallback, export_options
+
     mod = tvm.ir.load_json(mod_json)
     target = tvm.target.Target(json.loads(target_json))
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    runtime_mod = tvm.tirx.build(mod, target=target)
+    with codegen_fallback(target):
+        runtime_mod = tvm.tirx.build(mod, target=target)
     path = os.path.join(tempfile.mkdtemp(prefix="autotune-build-"), "candidate." + tar.output_format)
-    runtime_mod.export_library(path, fcompile=tar)
+    runtime_mod.export_library(path, fcompile=tar, **export_options(target))
     return path
 
 

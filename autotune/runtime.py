@@ -55,7 +55,7 @@ def _check_host(manifest: dict, so_path: Path) -> None:
     from .targets import host_cpu_flags
 
     if manifest.get("target_kind") == "cuda":
-        return  # checked when the device is opened
+        return  # GPU and arch are checked when TVM's runtime is loaded (CompiledModel)
     missing = [f for f in manifest.get("required_features", [])
                if f.replace("-", "_") not in host_cpu_flags()]
     if missing:
@@ -82,7 +82,11 @@ class CompiledModel:
         self.manifest = manifest
         self._tvm = tvm
         self.device = tvm.cuda(0) if manifest and manifest.get("target_kind") == "cuda" else tvm.cpu(0)
-        if not self.device.exist:
+        if manifest and manifest.get("cuda_arch"):
+            from .cuda import check_device
+
+            check_device(manifest["cuda_arch"], f"load {so_path}")
+        elif not self.device.exist:
             raise AutotuneError(f"{so_path} needs a {self.device} device, which this host lacks")
         self._module = tvm.runtime.load_module(str(so_path))
         self._make_vm = lambda: VirtualMachine(self._module, self.device)

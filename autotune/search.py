@@ -10,8 +10,11 @@ honoured to within one round.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
+import linecache
 import logging
 import statistics
 import sys
@@ -109,21 +112,50 @@ def register_tensor_intrinsics(target) -> None:
     """Register the tensor intrinsics a target's schedule rules need, and no more.
 
     ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose CUDA half costs ~30 s on these machines;
-    for CPU targets only the x86 intrinsics (0.3 s) are registered, under the same package name.
+    for CPU targets only the x86 intrinsics (0.3 s) are registered, for CUDA targets only the CUDA
+    ones (tensor-core rules need them), under the same package name.
     """
     name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    if target.kind.name != "llvm":
+    kinds = {"llvm": "x86", "cuda": "cuda"}
+    if target.kind.name not in kinds:
         importlib.import_module(name)
         return
-    spec = importlib.util.find_spec(name)
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__package__ = name
-    package.__spec__ = spec
-    sys.modules[name] = package
-    importlib.import_module(f"{name}.x86")
+    if name not in sys.modules:  # an empty package: its submodules import one by one, on demand
+        spec = importlib.util.find_spec(name)
+        package = types.ModuleType(name)
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__package__ = name
+        package.__spec__ = spec
+        sys.modules[name] = package
+    if f"{name}.{kinds[target.kind.name]}" in sys.modules:
+        return
+    with _cheap_inspect_stack():
+        importlib.import_module(f"{name}.{kinds[target.kind.name]}")
+
+
+@contextlib.contextmanager
+def _cheap_inspect_stack():
+    """``inspect.stack`` without its per-frame ``getmodule`` scan, while intrinsics are parsed.
+
+    Every ``@T.prim_func`` calls ``inspect.stack()``, which looks each frame's module up through
+    all of ``sys.modules``: 95% of the CUDA intrinsics' import (~90 s → ~4 s here). Same frames,
+    same one line of context (read through ``linecache`` as ``inspect`` does).
+    """
+    def stack(context: int = 1):
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            line = linecache.getline(code.co_filename, frame.f_lineno) if context else ""
+            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name,
+                                            [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    original, inspect.stack = inspect.stack, stack
+    try:
+        yield
+    finally:
+        inspect.stack = original
 
 
 class _Search:
@@ -215,27 +247,47 @@ def measure_schedules(items: list[tuple[Task, object]], database, measurer, prov
 DEFAULTS_PER_ROUND = 8
 
 
-def measure_defaults(tasks: list[Task], database, measurer,
-                     may_continue: Callable[[list[float]], bool] = lambda _: True) -> tuple[int, list[float]]:
-    """Measure each task's unscheduled loop nest once and record it with provenance ``default``.
-
-    The naive nest runs serially, and for tiny tasks (reshape, transpose, small matmuls) that beats
-    every parallel schedule MetaSchedule offers: a parallel region costs 5–18 µs here. With it in the
-    database, compile picks whichever is fastest per task. Runs in rounds of ``DEFAULTS_PER_ROUND``
-    tasks while ``may_continue(round durations so far)``; returns (trials spent, round durations).
-    """
+def _default_items(task: Task) -> list[tuple[Task, object, str]]:
+    """A task's fixed schedules: the heuristic ones, then the unscheduled nest (marks it done)."""
     import tvm
 
+    from .heuristics import heuristic_schedules
+
+    return [*((task, sch, "heuristic") for sch in heuristic_schedules(task.mod, task.target)),
+            (task, tvm.s_tir.Schedule(task.mod), "default")]
+
+
+def measure_defaults(tasks: list[Task], database, measurer,
+                     may_continue: Callable[[int, list[float]], bool] = lambda *_: True,
+                     room: Callable[[int], int] = lambda _: 1 << 30) -> tuple[int, list[float]]:
+    """Measure each task's fixed schedules: heuristic ones (``heuristics``) and the naive nest.
+
+    The naive nest runs serially, and for tiny tasks (reshape, transpose, small matmuls) that beats
+    every parallel schedule MetaSchedule offers: a parallel region costs 5–18 µs here. The heuristic
+    schedules (tiled, vectorised, serial and parallel) are what a task the search never reaches
+    gets. Compile picks the fastest record per task. Runs in rounds of up to ``DEFAULTS_PER_ROUND``
+    tasks, and at most ``room(measured so far)`` measurements, while
+    ``may_continue(measured so far, round durations)``; returns (measurements, round durations).
+    """
     todo = [t for t in tasks if not database.has_record(t.mod, "default")]
     durations: list[float] = []
-    for first in range(0, len(todo), DEFAULTS_PER_ROUND):
-        if not may_continue(durations):
-            return first, durations
+    measured = 0
+    while todo and may_continue(measured, durations):
         started = time.monotonic()
-        chunk = todo[first:first + DEFAULTS_PER_ROUND]
-        measure_schedules([(t, tvm.s_tir.Schedule(t.mod)) for t in chunk], database, measurer, "default")
+        chunk: list[tuple[Task, object, str]] = []
+        while todo and len(chunk) < DEFAULTS_PER_ROUND * 3:
+            items = _default_items(todo[0])
+            if chunk and len(chunk) + len(items) > room(measured):
+                break
+            chunk += items
+            todo.pop(0)
+        for provenance in ("heuristic", "default"):
+            mine = [(t, sch) for t, sch, p in chunk if p == provenance]
+            if mine:
+                measure_schedules(mine, database, measurer, provenance)
+        measured += len(chunk)
         durations.append(time.monotonic() - started)
-    return len(todo), durations
+    return measured, durations
 
 
 def make_recorder(database, on_measured: Callable[[float | None], None]):
@@ -279,8 +331,8 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
                 and (budget.seconds is None or seconds + expected <= budget.seconds))
 
     defaults, round_seconds = measure_defaults(
-        tasks, database, measurer,
-        lambda durations: room(already_measured + DEFAULTS_PER_ROUND * len(durations), durations))
+        tasks, database, measurer, lambda measured, durations: room(already_measured + measured, durations),
+        lambda measured: budget.trials - already_measured - measured if budget.trials else 1 << 30)
     measured_before = already_measured + defaults
     per_round = trials_per_round(budget, len(tasks), config)
     state = _Search(tasks, database, measurer, config, per_round)

@@ -13,6 +13,10 @@ _CHECKED_FEATURES = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni"
                      "avx512fp16", "amx-tile", "amx-bf16", "amx-int8", "avx2", "fma", "avx")
 
 CUDA_ARCHS = {"cuda-sm80": "sm_80", "cuda-sm89": "sm_89", "cuda-sm90": "sm_90a"}
+# Limits MetaSchedule's CUDA rules need (thread binding, shared memory), as TVM's nvidia/* tags
+# give them for A100, RTX 4090 and H100 alike.
+CUDA_LIMITS = {"max_num_threads": 1024, "max_threads_per_block": 1024, "thread_warp_size": 32,
+               "max_shared_memory_per_block": 49152, "registers_per_block": 65536}
 
 
 def physical_cores() -> int:
@@ -49,9 +53,10 @@ def named_targets(num_cores: int | None = None) -> dict[str, dict]:
         "host": {"kind": "llvm", "mcpu": _host_mcpu(), "num-cores": cores},
         "avx512": {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": cores},
         "avx2": {"kind": "llvm", "mcpu": "haswell", "num-cores": cores},
-        "cuda": {"kind": "cuda", "arch": "sm_90a"},
+        "cuda": {"kind": "cuda", **CUDA_LIMITS},  # this host's GPU: arch read when parsed
     }
-    targets.update({name: {"kind": "cuda", "arch": arch} for name, arch in CUDA_ARCHS.items()})
+    targets.update({name: {"kind": "cuda", "arch": arch, **CUDA_LIMITS}
+                    for name, arch in CUDA_ARCHS.items()})
     return targets
 
 
@@ -60,6 +65,10 @@ def parse_target(spec: str, num_cores: int | None = None):
     import tvm
 
     named = named_targets(num_cores)
+    if spec == "cuda":
+        from .cuda import local_arch
+
+        named[spec]["arch"] = local_arch()
     if spec in named:
         return tvm.target.Target(named[spec], host=_cuda_host(spec, named))
     try:
@@ -100,10 +109,9 @@ def missing_host_features(target) -> list[str]:
 def check_runnable_here(target, what: str) -> None:
     """Raise a clear error if code for ``target`` cannot run on this host."""
     if target.kind.name == "cuda":
-        import tvm
+        from .cuda import check_device
 
-        if not tvm.cuda(0).exist:
-            raise AutotuneError(f"cannot {what} for a CUDA target here: this host has no CUDA GPU")
+        check_device(str(target.attrs["arch"]), what)
         return
     missing = missing_host_features(target)
     if missing:

@@ -32,19 +32,27 @@ def backend_pipeline(target):
 FUSION_PASSES = ("FuseOps", "FuseTIR")
 
 
-def fuse(relax_mod, target, fusion: str = "full"):
+def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
 
     This is the module tasks come from; compile applies tuned schedules to this same module, so
     workload keys match by construction. ``fusion="none"`` keeps one task per operator.
+    ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``).
+    Erf, exp, tanh and softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
+    within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
+    element and made GELU cost as much as its matmul.
     """
     import tvm
     from tvm import relax
 
+    from .precision import precision_pass
+
     pipeline = backend_pipeline(target)
-    legalize = [p for p in pipeline.legalize_passes(target)
-                if fusion == "full" or p.info.name not in FUSION_PASSES]
-    passes = [relax.transform.DecomposeOpsForInference(), *pipeline.library_dispatch_passes(target),
+    legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
+                if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
+                and p.info.name != "ApplyDefaultSchedule"]
+    passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
+              relax.transform.FastMathTransform(), *pipeline.library_dispatch_passes(target),
               *legalize]
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.transform.Sequential(passes)(relax_mod)

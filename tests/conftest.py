@@ -41,7 +41,7 @@ def tuned(tmp_path_factory, tiny_translation) -> dict:
 
     folder = tmp_path_factory.mktemp("tuned")
     db = f"sqlite:///{folder / 'tuning.db'}"
-    summary = autotune.tune(tiny_translation, TINY_SHAPES, "host", db, trials=48)
+    summary = autotune.tune(tiny_translation, TINY_SHAPES, "host", db, trials=96)
     return {"db": db, "folder": folder, "summary": summary, "model": tiny_translation}
 
 

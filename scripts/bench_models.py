@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Tuned autotune vs ONNX Runtime vs untuned TVM over batch sizes and sequence lengths (JSON + PNG).
+
+For each model and each ``batch x seq`` configuration, in one run:
+
+* ``autotune_heuristic``: compiled with no search at all (heuristic default schedules);
+* ``autotune``: tuned within ``--trials``/``--minutes`` for the configurations named by ``--tune``
+  (others reuse whatever the model's database already holds for the same workloads);
+* ``onnxruntime``: the same ONNX file, same thread count, taking turns with autotune;
+* ``untuned_tvm``: TVM's stock build, timed for a few runs only (it is tens of times slower).
+
+Models: ``translation`` (the bundled Marian-style encoder-decoder at one target token: encoder plus a
+decoder step), ``encoder`` (the bundled BERT-style encoder), and ONNX files written by
+``scripts/export_models.py`` (``minilm``: all-MiniLM-L6-v2 with its real weights; ``albert``).
+Prints one JSON document; writes ``latency_vs_batch.png`` and ``throughput_vs_seq.png`` per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+
+from autotune import jobs  # noqa: E402
+from autotune.bench import BenchConfig, bench  # noqa: E402
+from autotune.models import ModelConfig, write_example  # noqa: E402
+
+BUNDLED = {"translation": ModelConfig(), "encoder": ModelConfig(encoder_layers=1, decoder_layers=0)}
+EXPORTED = {"minilm": "all-MiniLM-L6-v2.onnx", "albert": "albert.onnx"}
+
+
+def model_path(name: str, out_dir: Path, exported_dir: Path) -> Path:
+    """The ONNX file of ``name``: a bundled model written here, or an exported one."""
+    if name in BUNDLED:
+        return write_example(name, out_dir / f"{name}.onnx", BUNDLED[name])
+    path = exported_dir / EXPORTED[name]
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run scripts/export_models.py {name} -o {exported_dir}")
+    return path
+
+
+def shapes_for(name: str, batch: int, seq: int) -> dict[str, tuple[int, ...]]:
+    """Frozen input shapes: a translation model decodes one target token."""
+    if name == "translation":
+        return {"input_ids": (batch, seq), "decoder_input_ids": (batch, 1)}
+    if name in ("minilm", "albert"):
+        return {"input_ids": (batch, seq), "attention_mask": (batch, seq)}
+    return {"input_ids": (batch, seq)}
+
+
+def measure(so_path: Path, heuristic: Path, model: Path, seconds: float, untuned_runs: int) -> dict:
+    """p50/p90/p99 and throughput of both builds and ONNX Runtime taking turns, then untuned TVM."""
+    systems = bench(so_path, BenchConfig(duration_s=seconds, warmup=3), model, peers=("onnxruntime",),
+                    others={"autotune_heuristic": heuristic})
+    result = systems["systems"]
+    if untuned_runs:
+        untuned = bench(so_path, BenchConfig(count=untuned_runs, warmup=1), model, peers=("untuned",))
+        result["untuned_tvm"] = untuned["systems"]["untuned_tvm"]
+    return result
+
+
+def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_dir: Path) -> dict:
+    """Compile (heuristic, then tuned if asked), validate and benchmark one configuration."""
+    shapes = shapes_for(name, batch, seq)
+    tag = f"{name}_b{batch}_s{seq}"
+    row: dict = {"model": name, "batch": batch, "seq": seq}
+    heuristic_db = f"sqlite:///{out_dir / (tag + '_empty.db')}"
+    started = time.monotonic()
+    compiled = jobs.compile(model, out_dir / f"{tag}_heuristic.so", shapes=shapes, db=heuristic_db)
+    row["heuristic_compile_s"] = round(time.monotonic() - started, 1)
+    row["heuristic_validation"] = compiled["validation"]
+    if f"{batch}x{seq}" in args.tune:
+        summary = jobs.tune(model, shapes, db=db, trials=args.trials,
+                            time_budget_s=args.minutes * 60 if args.minutes else None)
+        row["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "estimated_latency_ms")}
+    compiled = jobs.compile(model, out_dir / f"{tag}.so", shapes=shapes, db=db)
+    row["validation"] = compiled["validation"]
+    row["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
+    untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
+    row["systems"] = measure(out_dir / f"{tag}.so", out_dir / f"{tag}_heuristic.so", model, args.seconds,
+                             untuned_runs)
+    reference = row["systems"]["onnxruntime"]["p50_ms"]
+    row["p50_vs_onnxruntime"] = {system: round(stats["p50_ms"] / reference, 3)
+                                 for system, stats in row["systems"].items()}
+    print(json.dumps({"done": tag, "p50_vs_onnxruntime": row["p50_vs_onnxruntime"]}), file=sys.stderr)
+    return row
+
+
+def plot(name: str, rows: list[dict], out_dir: Path) -> list[str]:
+    """Latency (p50) against batch size at the longest sequence; throughput against sequence length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = sorted({s for r in rows for s in r["systems"]})
+    written = []
+    for x_key, fixed_key, metric, label, file_name in (
+            ("batch", "seq", "p50_ms", "p50 latency (ms)", "latency_vs_batch.png"),
+            ("seq", "batch", "throughput_per_s", "throughput (sequences/s)", "throughput_vs_seq.png")):
+        fixed = max(r[fixed_key] for r in rows) if x_key == "batch" else min(r[fixed_key] for r in rows)
+        chosen = sorted((r for r in rows if r[fixed_key] == fixed), key=lambda r: r[x_key])
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for system in systems:
+            points = [(r[x_key], r["systems"][system][metric]) for r in chosen if system in r["systems"]]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=system)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}, {fixed_key}={fixed}")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{name}_{file_name}"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("models", nargs="+", choices=[*BUNDLED, *EXPORTED])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--seqs", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--tune", nargs="*", default=["1x128"], help="BATCHxSEQ configurations to search")
+    parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--minutes", type=float, default=30.0, help="search time budget per tuned configuration")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
+    parser.add_argument("--untuned-runs", type=int, default=3)
+    parser.add_argument("--untuned-max-tokens", type=int, default=128,
+                        help="time untuned TVM only where batch*seq is at most this (it is slow)")
+    parser.add_argument("--exported-dir", type=Path, default=Path("tuning_logs/models"))
+    parser.add_argument("-o", "--out-dir", type=Path, default=Path("tuning_logs/bench_models"))
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"threads": int(os.environ["TVM_NUM_THREADS"]), "models": {}}
+    for name in args.models:
+        model = model_path(name, args.out_dir, args.exported_dir)
+        db = f"sqlite:///{args.out_dir / (name + '.db')}"
+        rows = [run_config(name, model, b, s, args, db, args.out_dir) for s in args.seqs for b in args.batches]
+        report["models"][name] = {"configs": rows, "plots": plot(name, rows, args.out_dir)}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
