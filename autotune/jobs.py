@@ -193,6 +193,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
             "estimated_latency_ms": (1e3 * sum(best[t.name] * t.weight for t in prepared.tasks)
                                      if known else None),
             "untuned_tasks": sorted(name for name, v in best.items() if v is None),
+            "unsearchable_tasks": {p.task.name: p.search_error for p in result.tasks if p.search_error},
             "manual_schedules": manual_rows}
 
 

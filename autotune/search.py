@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from .tasks import Task
 
 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class TaskProgress:
     rounds: int = 0
     best_s: float | None = None
     history: list[float] = field(default_factory=list)
+    search_error: str | None = None  # MetaSchedule could not search this task (it keeps its defaults)
 
     def weighted_s(self) -> float:
         return (self.best_s or 0.0) * self.task.weight
@@ -91,12 +93,16 @@ def trials_per_round(budget: Budget, n_tasks: int, config: SearchConfig) -> int:
     return 16
 
 
-def _pick_next(progress: list[TaskProgress]) -> TaskProgress:
+def _pick_next(progress: list[TaskProgress]) -> TaskProgress | None:
     """First every untried task, heaviest first; then the task with the largest expected gain.
 
     Expected gain follows Ansor's gradient scheduler in spirit: a task's weighted latency times its
     recent relative improvement, with a floor that decays with the rounds already spent on it.
+    Tasks MetaSchedule failed to search are skipped; None when no task is left.
     """
+    progress = [p for p in progress if p.search_error is None]
+    if not progress:
+        return None
     untried = [p for p in progress if p.rounds == 0]
     if untried:
         return untried[0]
@@ -193,16 +199,24 @@ class _Search:
         index = self.progress.index(p)
         recorder = make_recorder(self.database, self._on_measured(p))
         with tempfile.TemporaryDirectory(prefix="autotune-ms-") as work_dir:
-            self.ms.tune.tune_tasks(
-                tasks=[self.contexts[index]], task_weights=[float(p.task.weight)], work_dir=work_dir,
-                max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=trials,
-                builder=self.measurer.builder, runner=self.measurer.runner, database=self.database,
-                cost_model=self.cost_model, task_scheduler="round-robin",
-                measure_callbacks=[recorder, self.ms.measure_callback.RemoveBuildArtifact(),
-                                   self.ms.measure_callback.UpdateCostModel()])
+            try:
+                self._tune_tasks(index, p, trials, recorder, work_dir)
+            except Exception as err:  # noqa: BLE001 - a TVM bug in one task's design space
+                p.search_error = str(err).strip().splitlines()[0][:300]
+                logger.warning("task %s cannot be searched, it keeps its default schedules: %s",
+                               p.task.name, p.search_error)
         p.rounds += 1
         if p.best_s is not None:
             p.history.append(p.best_s)
+
+    def _tune_tasks(self, index: int, p: TaskProgress, trials: int, recorder, work_dir: str) -> None:
+        self.ms.tune.tune_tasks(
+            tasks=[self.contexts[index]], task_weights=[float(p.task.weight)], work_dir=work_dir,
+            max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=trials,
+            builder=self.measurer.builder, runner=self.measurer.runner, database=self.database,
+            cost_model=self.cost_model, task_scheduler="round-robin",
+            measure_callbacks=[recorder, self.ms.measure_callback.RemoveBuildArtifact(),
+                               self.ms.measure_callback.UpdateCostModel()])
 
     def _on_measured(self, p: TaskProgress) -> Callable[[float | None], None]:
         def update(latency_s: float | None) -> None:
@@ -345,6 +359,8 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
     while tasks and room(spent()[0], round_seconds):
         trials = spent()[0]
         p = _pick_next(state.progress)
+        if p is None:
+            break
         size = per_round if budget.trials is None else min(per_round, budget.trials - trials)
         round_start = time.monotonic()
         state.run_round(p, size)
