@@ -280,7 +280,7 @@ def measure_defaults(tasks: list[Task], database, measurer,
     every parallel schedule MetaSchedule offers: a parallel region costs 5–18 µs here. The heuristic
     schedules (tiled, vectorised, serial and parallel) are what a task the search never reaches
     gets. Compile picks the fastest record per task. Runs in rounds of up to ``DEFAULTS_PER_ROUND``
-    tasks, and at most ``room(measured so far)`` measurements, while
+    tasks, never more measurements than ``room(measured so far)``, while
     ``may_continue(measured so far, round durations)``; returns (measurements, round durations).
     """
     todo = [t for t in tasks if not database.has_record(t.mod, "default")]
@@ -291,10 +291,12 @@ def measure_defaults(tasks: list[Task], database, measurer,
         chunk: list[tuple[Task, object, str]] = []
         while todo and len(chunk) < DEFAULTS_PER_ROUND * 3:
             items = _default_items(todo[0])
-            if chunk and len(chunk) + len(items) > room(measured):
+            if len(chunk) + len(items) > room(measured):
                 break
             chunk += items
             todo.pop(0)
+        if not chunk:  # the trial budget cannot take the next task's schedules: the search gets the rest
+            break
         for provenance in ("heuristic", "default"):
             mine = [(t, sch) for t, sch, p in chunk if p == provenance]
             if mine:
