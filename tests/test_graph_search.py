@@ -15,7 +15,7 @@ from .conftest import TINY_SHAPE_FLAGS, TINY_SHAPES
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    path.write_text("family: tiny\nbudget: {trials: 40}\n"
+    path.write_text("family: tiny\nbudget: {trials: 96}\n"
                     "graph: {threads: [1, 2], trials_per_round: [2, 4]}\nstudy: {trials: 3}\n")
     return load_space(path)
 
