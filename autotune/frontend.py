@@ -289,10 +289,11 @@ def freeze_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], pa
 
 
 @contextlib.contextmanager
-def _native_stderr_muted() -> Iterator[None]:
-    """Send what C++ code writes to file descriptor 2 to a scratch file while the block runs:
-    onnxsim logs every constant it fails to fold (with Python tracebacks, megabytes for a broken
-    model) and TVM warns about half-built blocks; the user gets one clear line instead."""
+def capture_native_stderr(into: list[bytes] | None = None) -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to a scratch file while the block runs
+    (appended to ``into`` afterwards, when given): onnxsim logs every constant it fails to fold
+    (with Python tracebacks, megabytes for a broken model) and TVM warns about half-built blocks;
+    the user gets one clear line instead."""
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -306,6 +307,9 @@ def _native_stderr_muted() -> Iterator[None]:
                 yield
             finally:
                 os.dup2(saved, 2)
+                if into is not None:
+                    scratch.seek(0)
+                    into.append(scratch.read())
     finally:
         os.close(saved)
 
@@ -314,7 +318,7 @@ def _simplify(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     import onnxsim
 
     try:
-        with _native_stderr_muted():
+        with capture_native_stderr():
             simplified, ok = onnxsim.simplify(model, perform_optimization=False)
     except Exception as err:
         raise AutotuneError(f"{path}: cannot simplify the frozen graph: {_one_line(err, 300)}"
@@ -357,7 +361,7 @@ def _to_relax(model: onnx.ModelProto, path: Path):
     from tvm.relax.frontend.onnx import from_onnx
 
     printed, failure = io.StringIO(), None
-    with contextlib.redirect_stdout(printed), _native_stderr_muted():
+    with contextlib.redirect_stdout(printed), capture_native_stderr():
         try:
             module = from_onnx(model, keep_params_in_input=False)
         except Exception as err:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -20,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autotune.errors import AutotuneError
-from autotune.frontend import load_model
+from autotune.frontend import capture_native_stderr, load_model
 from autotune.models import ModelConfig, write_example
 
 from .conftest import TINY_SHAPES
@@ -63,29 +59,13 @@ def micro_model(tmp_path_factory) -> tuple[Path, bytes]:
     return folder, path.read_bytes()
 
 
-@contextlib.contextmanager
-def _native_stderr(into: list[bytes]) -> Iterator[None]:
-    """Collect what is written to file descriptor 2 (C++ code included) while the block runs."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as scratch:
-        os.dup2(scratch.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            scratch.seek(0)
-            into.append(scratch.read())
-
-
 def _load(path: Path) -> None:
     """``load_model``; TVM's converter prints and library warnings are kept off the test log, and
     nothing may reach the process's stderr (a user would see it around the one error line)."""
     native: list[bytes] = []
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
-                _native_stderr(native):
+                capture_native_stderr(native):
             warnings.simplefilter("ignore")
             load_model(path, TINY_SHAPES)
     finally:
