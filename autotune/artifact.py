@@ -22,14 +22,13 @@ def build_tuned(fused_mod, target, database):
     import tvm
     from tvm import relax
 
-    from .cuda import codegen_fallback, default_schedule_pass
+    from .cuda import codegen_fallback
     from .heuristics import schedule_unscheduled
     from .tasks import backend_pipeline
 
     pipeline = backend_pipeline(target)
     with target, database, tvm.transform.PassContext(opt_level=3), codegen_fallback(target):
         apply_and_lower = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(),
-                                                    default_schedule_pass(target),
                                                     schedule_unscheduled(target),
                                                     *pipeline.dataflow_lower_passes(target),
                                                     *pipeline.finalize_passes(target)])

@@ -221,16 +221,12 @@ def embedded_device_code(artifact: str | os.PathLike | bytes) -> dict:
     return counts
 
 
-def default_schedule_pass(target):
-    """dlight's GPU rules for every PrimFunc that no tuned schedule reached (CUDA), else a no-op.
+def default_schedule_pass():
+    """dlight's GPU rules for every PrimFunc that no tuned schedule reached.
 
     Goes right after ``MetaScheduleApplyDatabase``: functions it scheduled carry
-    ``tirx.is_scheduled`` and are left alone. Needs ``target`` to be the current target.
+    ``tirx.is_scheduled`` and are left alone. Needs the CUDA target to be the current target.
     """
-    import tvm
-
-    if not is_cuda(target):
-        return tvm.transform.Sequential([], name="autotune.NoDefaultGPUSchedule")
     from tvm.s_tir import dlight as dl
 
     return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),

@@ -187,8 +187,16 @@ def default_schedule(mod, target):
 
 
 def schedule_unscheduled(target):
-    """A module pass giving every PrimFunc that nothing scheduled its ``default_schedule``."""
+    """A module pass giving every PrimFunc that nothing scheduled a default schedule.
+
+    CPU: its ``default_schedule``; CUDA: dlight's GPU rules (``cuda.default_schedule_pass``).
+    """
     import tvm
+
+    if target.kind.name == "cuda":
+        from .cuda import default_schedule_pass
+
+        return default_schedule_pass()
 
     @tvm.transform.module_pass(opt_level=0, name="autotune.ScheduleUnscheduled")
     def apply(mod, _ctx):
