@@ -7,6 +7,7 @@ For each model and each ``batch x seq`` configuration, in one run:
 * ``autotune``: tuned within ``--trials``/``--minutes`` for the configurations named by ``--tune``
   (others reuse whatever the model's database already holds for the same workloads);
 * ``onnxruntime``: the same ONNX file, same thread count, taking turns with autotune;
+* ``autotune_heuristic_bf16`` (``--bf16``): the heuristic build in bf16, with its accuracy check;
 * ``untuned_tvm``: TVM's stock build, timed for a few runs only (it is tens of times slower).
 
 Models: ``translation`` (the bundled Marian-style encoder-decoder at one target token: encoder plus a
@@ -53,10 +54,10 @@ def shapes_for(name: str, batch: int, seq: int) -> dict[str, tuple[int, ...]]:
     return {"input_ids": (batch, seq)}
 
 
-def measure(so_path: Path, heuristic: Path, model: Path, seconds: float, untuned_runs: int) -> dict:
-    """p50/p90/p99 and throughput of both builds and ONNX Runtime taking turns, then untuned TVM."""
+def measure(so_path: Path, others: dict[str, Path], model: Path, seconds: float, untuned_runs: int) -> dict:
+    """p50/p90/p99 and throughput of every build and ONNX Runtime taking turns, then untuned TVM."""
     systems = bench(so_path, BenchConfig(duration_s=seconds, warmup=3), model, peers=("onnxruntime",),
-                    others={"autotune_heuristic": heuristic})
+                    others=others)
     result = systems["systems"]
     if untuned_runs:
         untuned = bench(so_path, BenchConfig(count=untuned_runs, warmup=1), model, peers=("untuned",))
@@ -82,8 +83,13 @@ def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_
     row["validation"] = compiled["validation"]
     row["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
     untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
-    row["systems"] = measure(out_dir / f"{tag}.so", out_dir / f"{tag}_heuristic.so", model, args.seconds,
-                             untuned_runs)
+    others = {"autotune_heuristic": out_dir / f"{tag}_heuristic.so"}
+    if args.bf16:  # heuristic schedules in bf16, beside the fp32 ones
+        compiled = jobs.compile(model, out_dir / f"{tag}_heuristic_bf16.so", shapes=shapes,
+                                db=heuristic_db, precision="bf16")
+        row["heuristic_bf16_validation"] = compiled["validation"]
+        others["autotune_heuristic_bf16"] = out_dir / f"{tag}_heuristic_bf16.so"
+    row["systems"] = measure(out_dir / f"{tag}.so", others, model, args.seconds, untuned_runs)
     reference = row["systems"]["onnxruntime"]["p50_ms"]
     row["p50_vs_onnxruntime"] = {system: round(stats["p50_ms"] / reference, 3)
                                  for system, stats in row["systems"].items()}
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="search time budget per tuned configuration")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
     parser.add_argument("--untuned-runs", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time a bf16 build of the heuristic schedules")
     parser.add_argument("--untuned-max-tokens", type=int, default=128,
                         help="time untuned TVM only where batch*seq is at most this (it is slow)")
     parser.add_argument("--exported-dir", type=Path, default=Path("tuning_logs/models"))
