@@ -17,7 +17,8 @@ from .runtime import MANIFEST_FORMAT, manifest_path, sha256_of
 def build_tuned(fused_mod, target, database):
     """A Relax executable of ``fused_mod`` with the database's best schedule for every task it has.
 
-    Tasks without a record get a heuristic default schedule instead of the naive loop nest.
+    Tasks without a record get a heuristic default schedule instead of the naive loop nest. On CPU,
+    the weight layouts the schedules chose are computed here, once, from the constants.
     """
     import tvm
     from tvm import relax
@@ -27,9 +28,11 @@ def build_tuned(fused_mod, target, database):
     from .tasks import backend_pipeline
 
     pipeline = backend_pipeline(target)
+    prepack = [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     with target, database, tvm.transform.PassContext(opt_level=3), codegen_fallback(target):
         apply_and_lower = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(),
                                                     schedule_unscheduled(target),
+                                                    *(prepack if target.kind.name == "llvm" else []),
                                                     *pipeline.dataflow_lower_passes(target),
                                                     *pipeline.finalize_passes(target)])
         return relax.build(fused_mod, target=target, relax_pipeline=apply_and_lower)

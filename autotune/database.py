@@ -28,6 +28,34 @@ DEFAULT_DB_URL = "sqlite:///tuning_logs/autotune.db"
 T = TypeVar("T")
 
 
+def _plain_json(value):
+    """A TVM JSON tree as Python values; an object (a layout's IndexMap) as its JSON string."""
+    import tvm
+    from tvm.tirx import FloatImm, IntImm
+    from tvm_ffi import Array, Map
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (IntImm, FloatImm)):
+        return value.value
+    if isinstance(value, (Array, list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, Map):
+        return {_plain_json(k): _plain_json(v) for k, v in value.items()}
+    return tvm.ir.save_json(value)  # how Trace.FromJSON reads an IndexMap input back
+
+
+def record_json(record) -> str:
+    """A tuning record as JSON text that ``TuningRecord.from_json`` reads back.
+
+    Not ``record.as_json()``: in TVM 0.27 it raises on traces with ``transform_layout`` (weight
+    pre-packing), whose IndexMap input it leaves as an object instead of its JSON string.
+    """
+    from tvm.s_tir.meta_schedule import _ffi_api
+
+    return json.dumps(_plain_json(_ffi_api.TuningRecordAsJSON(record)))
+
+
 def resolve_db_url(url: str | None) -> str:
     """The URL to use: the flag, else ``AUTOTUNE_DB``, else the embedded SQLite file."""
     return url or os.environ.get("AUTOTUNE_DB") or DEFAULT_DB_URL
@@ -218,7 +246,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             def work(session: Session) -> int:
                 row = TuningRecordRow(job_id=self.job_id, workload_id=wid, target_id=self.target_id,
                                       job_seconds=self.job_clock() if self.job_clock else None,
-                                      record_json=json.dumps(record.as_json()), latency_s=latency,
+                                      record_json=record_json(record), latency_s=latency,
                                       error_kind=error_kind, error_msg=error_msg,
                                       provenance=provenance or self.provenance, source=source)
                 session.add(row)

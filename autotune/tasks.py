@@ -40,7 +40,9 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``).
     Erf, exp, tanh and softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
     within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
-    element and made GELU cost as much as its matmul.
+    element and made GELU cost as much as its matmul. On CPU, tasks mark their constant arguments
+    (weights) layout-free, so a schedule may choose the weights' layout (``artifact.build_tuned``
+    packs them at compile time).
     """
     import tvm
     from tvm import relax
@@ -54,6 +56,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
               relax.transform.FastMathTransform(), *pipeline.library_dispatch_passes(target),
               *legalize]
+    if target.kind.name == "llvm":  # weights may be pre-packed for the CPU kernels
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with target, tvm.transform.PassContext(opt_level=3):
         return tvm.transform.Sequential(passes)(relax_mod)
 

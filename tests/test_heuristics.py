@@ -87,3 +87,24 @@ def test_tuning_records_heuristic_schedules(tuned):
         counts = dict(session.execute(select(TuningRecordRow.provenance, func.count())
                                       .group_by(TuningRecordRow.provenance)).all())
     assert counts.get("heuristic", 0) > 0 and counts.get("default", 0) > 0, counts
+
+
+def test_matmul_weights_are_prepacked_and_the_record_round_trips(prepared):
+    """The heuristic matmul reads its weights pre-packed, and its record survives the database."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from autotune.database import record_json
+
+    task = next(t for t in prepared.tasks if "matmul" in t.name
+                and t.mod["main"].attrs.get("layout_free_buffers"))
+    sch = default_schedule(task.mod, task.target)
+    assert "transform_layout" in str(sch.trace)
+    workload = ms.database.Workload(task.mod)
+    record = ms.database.TuningRecord(sch.trace, workload, [1e-3], task.target,
+                                      ms.arg_info.ArgInfo.from_entry_func(sch.mod))
+    restored = ms.database.TuningRecord.from_json(json.loads(record_json(record)), workload)
+    replayed = s_tir.Schedule(task.mod)
+    restored.trace.apply_to_schedule(replayed, remove_postproc=False)
+    tvm.ir.assert_structural_equal(replayed.mod, sch.mod)

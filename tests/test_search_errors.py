@@ -31,8 +31,8 @@ def test_unsearchable_task_keeps_defaults_and_the_job_completes(tmp_path):
     model = _masked_scores(tmp_path / "scores.onnx")
     db = f"sqlite:///{tmp_path / 't.db'}"
     summary = autotune.tune(model, None, "host", db, trials=24)
-    assert list(summary["unsearchable_tasks"]) == ["fused_matmul_where_add"]
-    assert "ScheduleError" in summary["unsearchable_tasks"]["fused_matmul_where_add"]
+    (name, error), = summary["unsearchable_tasks"].items()
+    assert name.startswith("fused_matmul_where_add") and "ScheduleError" in error
     assert summary["estimated_latency_ms"] > 0  # its heuristic and naive schedules were measured
     built = autotune.compile(model, tmp_path / "scores.so", None, db=db)
     assert built["validation"]["passed"]
