@@ -114,6 +114,22 @@ def _pick_next(progress: list[TaskProgress]) -> TaskProgress | None:
     return max(progress, key=gain)
 
 
+def _search_postprocs(target):
+    """MetaSchedule's postprocessors for the target, less ``RewriteLayout`` on CPU.
+
+    In TVM 0.27 ``RewriteLayout`` fails every candidate of a task with layout-free weights
+    (``parallel_for_dynamic error ... args.size() == initial_indices_orig.size()``), which made all
+    of MiniLM's matmuls unsearchable. Searched schedules read the weights as they are; the
+    heuristic ones still pre-pack them (``heuristics``), and compile keeps the faster record.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    postprocs = ms.postproc.Postproc.create(target.kind.name)
+    if target.kind.name != "llvm":
+        return postprocs
+    return [p for p in postprocs if not isinstance(p, ms.postproc.RewriteLayout)]
+
+
 def register_tensor_intrinsics(target) -> None:
     """Register the tensor intrinsics a target's schedule rules need, and no more.
 
@@ -183,7 +199,8 @@ class _Search:
         strategy = self.ms.search_strategy.EvolutionarySearch(
             population_size=config.population_size, init_min_unmeasured=config.init_min_unmeasured,
             genetic_num_iters=config.genetic_num_iters)
-        return self.ms.TuneContext(mod=task.mod, target=task.target, space_generator="post-order-apply",
+        space = self.ms.space_generator.PostOrderApply(postprocs=_search_postprocs(task.target))
+        return self.ms.TuneContext(mod=task.mod, target=task.target, space_generator=space,
                                    search_strategy=strategy, task_name=task.name,
                                    rand_state=config.seed + index, num_threads=_cores([task]))
 

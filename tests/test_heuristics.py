@@ -108,3 +108,16 @@ def test_matmul_weights_are_prepacked_and_the_record_round_trips(prepared):
     replayed = s_tir.Schedule(task.mod)
     restored.trace.apply_to_schedule(replayed, remove_postproc=False)
     tvm.ir.assert_structural_equal(replayed.mod, sch.mod)
+
+
+def test_tasks_with_prepacked_weights_stay_searchable(tuned):
+    """Layout-free weights must not make MetaSchedule's design spaces fail (TVM 0.27's RewriteLayout
+    did, for every matmul), and the search must have measured candidates of its own."""
+    from autotune.database import Store
+    from autotune.schema import TuningRecordRow
+    from sqlalchemy import func, select
+
+    assert tuned["summary"]["unsearchable_tasks"] == {}
+    with Store(tuned["db"]).session() as session:
+        searched = session.execute(select(func.count()).where(TuningRecordRow.provenance == "search")).scalar()
+    assert searched > 0
