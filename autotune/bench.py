@@ -37,24 +37,36 @@ def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConf
     """Wall-clock seconds of each runner's runs, the runners taking turns in short slices.
 
     On a shared machine the speed drifts over seconds; taking turns spreads every drift over all
-    systems alike, so their ratios hold even when the absolute figures move.
+    systems alike, so their ratios hold even when the absolute figures move. Each turn starts with
+    one untimed run, and the order rotates every slice: a system that ran right after ONNX
+    Runtime (whose threads still spin for a while) measured up to 1.4x slower than the identical
+    build that ran after it.
     """
     for run in runners.values():
         for _ in range(config.warmup):
             run()
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    slice_s = config.duration_s / (INTERLEAVE_SLICES * len(runners)) if config.duration_s else None
+    names = list(runners)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    slice_s = config.duration_s / (INTERLEAVE_SLICES * len(names)) if config.duration_s else None
     per_slice = -(-config.count // INTERLEAVE_SLICES)
-    for _ in range(INTERLEAVE_SLICES):
-        for name, run in runners.items():
-            mine = samples[name]
-            goal = len(mine) + per_slice
-            deadline = time.perf_counter() + slice_s if slice_s else None
-            while (len(mine) < min(goal, config.count)) if deadline is None else (time.perf_counter() < deadline):
-                start = time.perf_counter()
-                run()
-                mine.append(time.perf_counter() - start)
+    for index in range(INTERLEAVE_SLICES):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            _take_turn(runners[name], samples[name], min(len(samples[name]) + per_slice, config.count),
+                       slice_s)
     return samples
+
+
+def _take_turn(run: Callable[[], object], samples: list[float], goal: int, slice_s: float | None) -> None:
+    """One untimed run, then timed runs until ``samples`` holds ``goal`` (or ``slice_s`` is up)."""
+    if slice_s is None and len(samples) >= goal:
+        return
+    run()
+    deadline = time.perf_counter() + slice_s if slice_s else None
+    while (len(samples) < goal) if deadline is None else (time.perf_counter() < deadline):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
 
 
 def summarize(samples: list[float], batch: int) -> dict:
