@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .targets import target_cores
+
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
 VECTORS_PER_TILE = 2
 K_BLOCK = 128  # the largest divisor of K up to this: 128 × 2 vectors of weights is 8-16 KiB, in L1
@@ -40,10 +42,6 @@ def vector_lanes(target) -> int:
     if target_has_features("avx512f", target):
         return 16
     return 8 if target_has_features("avx", target) else 4
-
-
-def _cores(target) -> int:
-    return int(target.attrs["num-cores"]) if "num-cores" in target.attrs else 1
 
 
 def _largest_divisor(extent: int, limit: int) -> int:
@@ -110,7 +108,7 @@ def _matmul(mod, target, parallel: bool):
     lanes = vector_lanes(target)
     *batch, rows, cols, reduction = sch.get_loops(block)
     col_tile = _column_tile(_extent(sch, cols), lanes)
-    if batch and _extent(sch, cols) // col_tile >= PANELS_PER_CORE * _cores(target):
+    if batch and _extent(sch, cols) // col_tile >= PANELS_PER_CORE * target_cores(target):
         rows, batch = sch.fuse(*batch, rows), []  # enough panels: a weight block serves every batch row
     col_out, col_in = sch.split(cols, [None, col_tile])
     row_out, row_in = sch.split(rows, [None, min(ROWS, _extent(sch, rows))])

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .targets import target_cores
 from .tasks import Task
 
 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -202,7 +203,7 @@ class _Search:
         space = self.ms.space_generator.PostOrderApply(postprocs=_search_postprocs(task.target))
         return self.ms.TuneContext(mod=task.mod, target=task.target, space_generator=space,
                                    search_strategy=strategy, task_name=task.name,
-                                   rand_state=config.seed + index, num_threads=_cores([task]))
+                                   rand_state=config.seed + index, num_threads=target_cores(task.target))
 
     def _load_state(self, per_round: int) -> None:
         """Best latencies from the database; trials and rounds a resumed job already spent."""
@@ -246,7 +247,7 @@ class _Search:
 
 
 def _cores(tasks: list[Task]) -> int:
-    return int(tasks[0].target.attrs.get("num-cores", 1)) if tasks else 1
+    return target_cores(tasks[0].target) if tasks else 1
 
 
 def measure_schedules(items: list[tuple[Task, object]], database, measurer, provenance: str,

@@ -85,6 +85,11 @@ def _cuda_host(spec: str, named: dict[str, dict]):
     return named["host"] if named[spec]["kind"] == "cuda" else None
 
 
+def target_cores(target) -> int:
+    """The cores a target's schedules are made for (its ``num-cores``; 1 when it names none)."""
+    return int(target.attrs.get("num-cores", 1))
+
+
 def canonical(target) -> str:
     """Stable string of a target, the key of the targets table."""
     return json.dumps(json.loads(str(target)), sort_keys=True)
