@@ -37,10 +37,10 @@ def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConf
     """Wall-clock seconds of each runner's runs, the runners taking turns in short slices.
 
     On a shared machine the speed drifts over seconds; taking turns spreads every drift over all
-    systems alike, so their ratios hold even when the absolute figures move. Each turn starts with
-    one untimed run, and the order rotates every slice: a system that ran right after ONNX
-    Runtime (whose threads still spin for a while) measured up to 1.4x slower than the identical
-    build that ran after it.
+    systems alike, so their ratios hold even when the absolute figures move. With several runners,
+    each turn starts with one untimed run and the order rotates every slice: a system that ran
+    right after ONNX Runtime (whose threads still spin for a while) measured up to 1.4x slower than
+    the identical build that ran after it.
     """
     for run in runners.values():
         for _ in range(config.warmup):
@@ -53,15 +53,17 @@ def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConf
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
             _take_turn(runners[name], samples[name], min(len(samples[name]) + per_slice, config.count),
-                       slice_s)
+                       slice_s, warm=len(names) > 1)
     return samples
 
 
-def _take_turn(run: Callable[[], object], samples: list[float], goal: int, slice_s: float | None) -> None:
-    """One untimed run, then timed runs until ``samples`` holds ``goal`` (or ``slice_s`` is up)."""
+def _take_turn(run: Callable[[], object], samples: list[float], goal: int, slice_s: float | None,
+               warm: bool) -> None:
+    """Timed runs until ``samples`` holds ``goal`` (or ``slice_s`` is up); one untimed first if ``warm``."""
     if slice_s is None and len(samples) >= goal:
         return
-    run()
+    if warm:
+        run()
     deadline = time.perf_counter() + slice_s if slice_s else None
     while (len(samples) < goal) if deadline is None else (time.perf_counter() < deadline):
         start = time.perf_counter()

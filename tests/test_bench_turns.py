@@ -23,3 +23,9 @@ def test_count_mode_stops_once_every_system_has_its_runs():
     samples = time_interleaved(runners, BenchConfig(count=3, warmup=0))
     assert [len(s) for s in samples.values()] == [3, 3]
     assert len(calls) == 2 * (3 + 3)  # three turns each: one untimed run and one timed run
+
+
+def test_a_single_runner_has_no_untimed_turn_starts():
+    calls: list[str] = []
+    samples = time_interleaved({"only": lambda: calls.append("only")}, BenchConfig(count=30, warmup=0))
+    assert len(samples["only"]) == 30 and len(calls) == 30
