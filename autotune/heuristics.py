@@ -9,8 +9,7 @@ the fastest record per task.
 * matmul-like (one reduction block, epilogue after it): a 6 × 2-vector register tile swept down a
   column panel one K block at a time, so the weight block (K block × 2 vectors) stays in L1 while
   every row block uses it; panels (and batch) in parallel, the epilogue fused per panel, producers
-  inlined. On all-MiniLM-L6-v2's matmuls this ran at 0.92–0.99× the time of the best of 350–550
-  MetaSchedule trials (the 4 × 2-vector tile over the whole K, which it replaced: 1.3–1.6×);
+  inlined (``scripts/bench_models.py`` times the heuristic-only build against ONNX Runtime);
 * softmax-like (row reductions feeding an injective block): rows in parallel, every block computed
   per row, each reduction split into vector-wide partial results; where that does not apply
   (LayerNorm), TVM's dlight CPU rule;
@@ -35,7 +34,7 @@ def vector_lanes(target) -> int:
     """fp32 lanes of the target's widest vector: 16 with AVX-512, 8 with AVX/AVX2, else 4.
 
     Not ``llvm_get_vector_width``: in TVM 0.27 it answers 512 for AVX2-only CPUs (haswell, znver3),
-    and tiles sized for 16 lanes spill AVX2's 16 registers (2× slower matmuls).
+    and tiles sized for 16 lanes spill AVX2's 16 registers.
     """
     from tvm.target.codegen import target_has_features
 
@@ -160,7 +159,7 @@ def _row_reduction(mod, target, parallel: bool):
 
     Each row's max and sum run as ``lanes`` independent accumulators (rfactor) that LLVM keeps in
     one vector register, instead of one scalar chain bound by the add latency; single-use
-    intermediates are inlined. MiniLM's masked softmax: 0.57x the time of dlight's CPU rule.
+    intermediates are inlined.
     """
     from tvm import s_tir
 
@@ -244,8 +243,8 @@ def _prepack_weights(sch):
 
     MetaSchedule's ``RewriteLayout`` adds the layout change as a preprocessing block; compile folds
     it into the constants (``artifact.build_tuned``), so the kernel streams contiguous weight panels.
-    On all-MiniLM-L6-v2's matmuls this made the heuristic tile 8-18% faster. Tasks without
-    layout-free buffers (e.g. CUDA's, or activations on both sides) are returned unchanged.
+    Tasks without layout-free buffers (e.g. CUDA's, or activations on both sides) are returned
+    unchanged.
     """
     from tvm.s_tir import meta_schedule as ms
 
