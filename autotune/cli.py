@@ -49,6 +49,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _print_progress(event: dict) -> None:
+    if "confirming" in event:
+        print(f"re-timing finalists: {event['confirming']}", file=sys.stderr, flush=True)
+        return
     est = event["estimated_latency_ms"]
     best = event["task_best_ms"]
     print(f"[{event['seconds']:6.1f}s] tasks {event['tasks_done']}/{event['tasks_total']}  "
@@ -87,7 +90,7 @@ def cmd_tune(args) -> dict:
     time_budget = args.time_budget or (space.time_s if space and not args.trials else None)
     manual = [*(space.manual_modules if space else []), *(args.manual or [])]
     summary = tune(args.model, _shapes(args.shape), _target(args, space), args.db, trials=trials,
-                   time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion,
+                   time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion, confirm=not args.no_confirm,
                    config=SearchConfig(trials_per_round=args.trials_per_round), manual=manual,
                    progress=None if args.quiet else _print_progress, rpc=args.rpc, rpc_key=args.rpc_key,
                    precision=args.precision)
@@ -330,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=duration_arg, help="stop after this long (90s, 10m, 1h)")
     p.add_argument("--no-reuse", action="store_true",
                    help="search tasks even when the database has records from other jobs")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="skip re-timing each task's finalists inside the model at the end")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--space", help="search space YAML: budget, manual schedules (flags win)")
     p.add_argument("--manual", action="append", help="a manual schedule module (repeatable)")

@@ -25,6 +25,7 @@ from .errors import AutotuneError
 from .schema import TargetRow, TuningRecordRow, WorkloadRow
 
 DEFAULT_DB_URL = "sqlite:///tuning_logs/autotune.db"
+CONFIRM = "confirm"  # provenance of a re-timed finalist that won (``autotune.confirm``); not a trial
 T = TypeVar("T")
 
 
@@ -185,6 +186,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             self.provenance = provenance
             self.job_clock: Callable[[], float] | None = None  # the job's tuning seconds, if any
             self.pins: set[str] = set()  # manual schedule names compile must use where they apply
+            self.overrides: dict[int, TuningRecordRow] = {}  # workload id -> the row to use, above all
             self.target_id = store.target_id(target_canonical)
             self._workloads: dict[int, tuple] = {}
 
@@ -268,14 +270,34 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                     .order_by(TuningRecordRow.latency_s, TuningRecordRow.id).limit(top_k)))
 
         def chosen_row(self, mod) -> TuningRecordRow | None:
-            """What compile uses: a pinned manual schedule's record, else the fastest record."""
+            """What compile uses: a pinned manual schedule's record, else the winner of the newest
+            confirmation (``autotune.confirm``), else the fastest record."""
+            if self.overrides:
+                found = self._find(mod)
+                if found is not None and found[0] in self.overrides:
+                    return self.overrides[found[0]]
             if self.pins:
                 manual = [r for r in self.best_rows(mod, 1000) if r.provenance == "manual"
                           and (r.source or {}).get("name") in self.pins]
                 if manual:
                     return manual[0]
+            confirmed = self._newest_confirmation(mod)
+            if confirmed is not None:
+                return confirmed
             rows = self.best_rows(mod, 1)
             return rows[0] if rows else None
+
+        def _newest_confirmation(self, mod) -> TuningRecordRow | None:
+            found = self._find(mod)
+            if found is None:
+                return None
+            with self.store.session() as session:
+                return session.scalars(
+                    select(TuningRecordRow)
+                    .where(TuningRecordRow.workload_id == found[0],
+                           TuningRecordRow.target_id == self.target_id,
+                           TuningRecordRow.provenance == CONFIRM, TuningRecordRow.latency_s.is_not(None))
+                    .order_by(TuningRecordRow.id.desc()).limit(1)).first()
 
         def has_record(self, mod, provenance: str) -> bool:
             """Whether ``mod`` has any record (even a failed one) of ``provenance`` on this target."""
@@ -302,7 +324,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
 
         def get_top_k(self, workload, top_k: int):
             rows = self.best_rows(workload.mod, top_k)
-            chosen = self.chosen_row(workload.mod) if self.pins else None
+            chosen = self.chosen_row(workload.mod)
             if chosen is not None:
                 rows = [chosen, *(r for r in rows if r.id != chosen.id)][:top_k]
             return [self._to_record(row, workload) for row in rows]

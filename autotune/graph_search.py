@@ -77,7 +77,7 @@ def _objective(model: Path, shapes: dict, space: SearchSpace, db_url: str, folde
         config = SearchConfig(trials_per_round=knobs.get("trials_per_round"))
         summary = tune(model, shapes, target, db_url, trials=space.trials, time_budget_s=space.time_s,
                        config=config, fusion=knobs.get("fusion", "full"), manual=space.manual_modules,
-                       precision=knobs.get("precision", "fp32"))
+                       precision=knobs.get("precision", "fp32"), confirm=False)
         so_path = folder / f"trial_{trial.number}.so"
         try:
             built = compile_model(model, so_path, shapes, target, db_url, rtol=space.rtol, atol=space.atol,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, or_, select
 
-from .database import Store
+from .database import CONFIRM, Store
 from .errors import AutotuneError
 from .schema import (Artifact, ArtifactRecord, Job, JobTask, Model, TargetRow, TuningRecordRow)
 
@@ -36,6 +36,7 @@ def jobs(store: Store, model: str | None = None, target: str | None = None,
     """The jobs run, newest first, with trial and failure counts."""
     counts = (select(TuningRecordRow.job_id, func.count(TuningRecordRow.id).label("trials"),
                      func.count(TuningRecordRow.error_kind).label("failures"))
+              .where(TuningRecordRow.provenance != CONFIRM)
               .group_by(TuningRecordRow.job_id).subquery())
     query = (select(Job, Model.name, TargetRow.canonical, counts.c.trials, counts.c.failures)
              .join(Model, Model.id == Job.model_id).join(TargetRow, TargetRow.id == Job.target_id)
@@ -51,6 +52,23 @@ def jobs(store: Store, model: str | None = None, target: str | None = None,
             for j, name, canonical, trials, failures in rows]
 
 
+def _picked_records():
+    """Per workload and target the record compile uses (``SqlDatabase.chosen_row`` without pins):
+    the newest confirmation's winner, else the fastest record; with ``measured``, the count of
+    successful records."""
+    partition = (TuningRecordRow.workload_id, TuningRecordRow.target_id)
+    ranked = (select(TuningRecordRow, func.row_number().over(
+        partition_by=partition, order_by=(TuningRecordRow.latency_s, TuningRecordRow.id)).label("rank"),
+        func.count().over(partition_by=partition).label("measured"),
+        func.max(case((TuningRecordRow.provenance == CONFIRM, TuningRecordRow.id)))
+        .over(partition_by=partition).label("confirmed_id"))
+        .where(TuningRecordRow.latency_s.is_not(None)).subquery())
+    chosen = or_(ranked.c.id == ranked.c.confirmed_id,
+                 and_(ranked.c.confirmed_id.is_(None), ranked.c.rank == 1))
+    columns = [c for c in ranked.c if c.name not in ("rank", "confirmed_id")]
+    return select(*columns).where(chosen).subquery()
+
+
 def best(store: Store, model: str | None = None, target: str | None = None,
          job: int | None = None) -> list[dict]:
     """The fastest record of every workload (per target) the selected jobs tuned."""
@@ -59,17 +77,12 @@ def best(store: Store, model: str | None = None, target: str | None = None,
              .join(TargetRow, TargetRow.id == Job.target_id)
              .where(*_job_filters(model, target, None, job))
              .group_by(JobTask.workload_id, Job.target_id).subquery())
-    ranked = (select(TuningRecordRow, func.row_number().over(
-        partition_by=(TuningRecordRow.workload_id, TuningRecordRow.target_id),
-        order_by=(TuningRecordRow.latency_s, TuningRecordRow.id)).label("rank"),
-        func.count().over(partition_by=(TuningRecordRow.workload_id, TuningRecordRow.target_id))
-        .label("measured"))
-        .where(TuningRecordRow.latency_s.is_not(None)).subquery())
-    query = (select(scope.c.task, ranked, TargetRow.canonical)
-             .join(ranked, and_(ranked.c.workload_id == scope.c.workload_id,
-                                ranked.c.target_id == scope.c.target_id))
+    picked = _picked_records()
+    query = (select(scope.c.task, picked, TargetRow.canonical)
+             .join(picked, and_(picked.c.workload_id == scope.c.workload_id,
+                                picked.c.target_id == scope.c.target_id))
              .join(TargetRow, TargetRow.id == scope.c.target_id)
-             .where(ranked.c.rank == 1).order_by(ranked.c.latency_s.desc()))
+             .order_by(picked.c.latency_s.desc()))
     with store.session() as session:
         rows = session.execute(query).mappings().all()
     return [{"task": r["task"], "workload_id": r["workload_id"], "target": _target_label(r["canonical"]),
@@ -104,7 +117,8 @@ def curve(store: Store, job_id: int) -> list[dict]:
             .group_by(TuningRecordRow.workload_id)).all()
         records = session.execute(
             select(TuningRecordRow.workload_id, TuningRecordRow.latency_s, TuningRecordRow.job_seconds)
-            .where(TuningRecordRow.job_id == job_id).order_by(TuningRecordRow.id)).all()
+            .where(TuningRecordRow.job_id == job_id, TuningRecordRow.provenance != CONFIRM)
+            .order_by(TuningRecordRow.id)).all()
     best_s = dict(prior)
 
     def estimate() -> float | None:
@@ -149,26 +163,30 @@ def artifacts(store: Store, model: str | None = None, artifact: int | None = Non
 
 
 def breakdown(store: Store, job_id: int) -> list[dict]:
-    """Where the time goes: each task's weighted latency untuned (naive nest) and tuned (best)."""
+    """Where the time goes: each task's weighted latency untuned (naive nest) and tuned (the record
+    compile uses)."""
     with store.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             raise AutotuneError(f"no job {job_id} in --db {store.url}")
         tasks = session.execute(select(JobTask.workload_id, JobTask.task_name, JobTask.weight)
                                 .where(JobTask.job_id == job_id)).all()
-        stats = dict(((w, p), v) for w, p, v in session.execute(
-            select(TuningRecordRow.workload_id, TuningRecordRow.provenance,
-                   func.min(TuningRecordRow.latency_s))
-            .where(TuningRecordRow.workload_id.in_([t[0] for t in tasks]),
-                   TuningRecordRow.target_id == job.target_id, TuningRecordRow.latency_s.is_not(None))
-            .group_by(TuningRecordRow.workload_id, TuningRecordRow.provenance)).all())
+        ids = [t[0] for t in tasks]
+        untuned = dict(session.execute(
+            select(TuningRecordRow.workload_id, func.min(TuningRecordRow.latency_s))
+            .where(TuningRecordRow.workload_id.in_(ids), TuningRecordRow.target_id == job.target_id,
+                   TuningRecordRow.provenance == "default", TuningRecordRow.latency_s.is_not(None))
+            .group_by(TuningRecordRow.workload_id)).all())
+        picked = _picked_records()
+        tuned = {w: (v, p) for w, v, p in session.execute(
+            select(picked.c.workload_id, picked.c.latency_s, picked.c.provenance)
+            .where(picked.c.workload_id.in_(ids), picked.c.target_id == job.target_id)).all()}
     rows = []
     for workload_id, name, weight in tasks:
-        by_provenance = {p: v for (w, p), v in stats.items() if w == workload_id}
-        untuned = by_provenance.get("default")
-        tuned = min(by_provenance.values()) if by_provenance else None
+        naive = untuned.get(workload_id)
+        latency, provenance = tuned.get(workload_id, (None, None))
         rows.append({"task": name, "weight": weight,
-                     "untuned_ms": None if untuned is None else untuned * weight * 1e3,
-                     "tuned_ms": None if tuned is None else tuned * weight * 1e3,
-                     "best_provenance": min(by_provenance, key=by_provenance.get) if by_provenance else None})
+                     "untuned_ms": None if naive is None else naive * weight * 1e3,
+                     "tuned_ms": None if latency is None else latency * weight * 1e3,
+                     "best_provenance": provenance})
     return sorted(rows, key=lambda r: -(r["tuned_ms"] or 0))

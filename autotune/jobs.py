@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from .database import Store, make_sql_database
+from .confirm import confirm_finalists
+from .database import CONFIRM, Store, make_sql_database
 from .errors import AutotuneError
 from .frontend import ImportedModel, load_model
 from .schema import Artifact, ArtifactRecord, Job, JobTask, Model, TuningRecordRow, utcnow
@@ -94,7 +95,8 @@ def open_job(store: Store, prepared: Prepared, budget: Budget, settings: list) -
 def _job_spent(store: Store, job_id: int) -> tuple[int, float]:
     with store.session() as session:
         trials = session.scalar(select(func.count(TuningRecordRow.id))
-                                .where(TuningRecordRow.job_id == job_id)) or 0
+                                .where(TuningRecordRow.job_id == job_id,
+                                       TuningRecordRow.provenance != CONFIRM)) or 0
         seconds = session.scalar(select(Job.tuning_seconds).where(Job.id == job_id)) or 0.0
     return trials, seconds
 
@@ -131,8 +133,12 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
          reuse: bool = True, config: SearchConfig = SearchConfig(), fusion: str = "full",
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
-         rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32") -> dict:
+         rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
+         confirm: bool = True) -> dict:
     """Tune every task of an ONNX model; every measurement goes to the database. Returns a summary.
+
+    Unless ``confirm`` is false, the job ends by re-timing each task's finalists side by side
+    (``autotune.confirm``); the summary's ``confirmed`` names each winner's provenance and timing.
 
     ``manual`` names hand-schedule modules (see ``autotune.manual``), measured before the search.
     With ``rpc`` ("HOST:PORT" of a tracker) candidates are timed on the servers under ``rpc_key``.
@@ -176,6 +182,9 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
                 spent_trials += sum(1 for row in manual_rows if "schedule" in row)
             result = search(to_tune, database, measurer, budget, config, on_round,
                             already_measured=spent_trials, already_seconds=spent_seconds)
+            confirm_started = time.monotonic()
+            confirmed = confirm_finalists(prepared, database, measurer, progress) if confirm else []
+            result.time_split["confirm"] = round(time.monotonic() - confirm_started, 2)
     except BaseException:
         _set_job(store, job_id, status="interrupted")
         raise
@@ -194,7 +203,15 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
                                      if known else None),
             "untuned_tasks": sorted(name for name, v in best.items() if v is None),
             "unsearchable_tasks": {p.task.name: p.search_error for p in result.tasks if p.search_error},
-            "manual_schedules": manual_rows}
+            "manual_schedules": manual_rows,
+            "confirmed": {c["task"]: {"provenance": c["provenance"],
+                                      "retimed_ms": _retimed_ms(c)} for c in confirmed}}
+
+
+def _retimed_ms(confirmation: dict) -> float | None:
+    """The winner's re-timed latency in ms."""
+    winner = next(c for c in confirmation["contenders"] if c["record_id"] == confirmation["record_id"])
+    return None if winner["retimed_s"] is None else round(winner["retimed_s"] * 1e3, 4)
 
 
 def _measure_manual(tasks: list[Task], schedules, database, measurer,

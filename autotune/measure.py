@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import AutotuneError
 from .targets import physical_cores
 from .workers import WorkerPool
 
@@ -78,6 +79,7 @@ class Measurer:
 
     def __init__(self, config: MeasureConfig = MeasureConfig(), rpc: RpcTarget | None = None):
         self.config = config
+        self.rpc = rpc
         if rpc is None:
             threads = config.threads or physical_cores()  # TVM's own default here: one thread
             self._run_side = WorkerPool(1, {"TVM_NUM_THREADS": str(threads)})
@@ -88,6 +90,16 @@ class Measurer:
             self.runner = self._run_side = make_rpc_runner(rpc, config)
         self._build_pool = WorkerPool(config.build_workers)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
+
+    def profile(self, paths: list[str], inputs_path: str, rounds: int, inferences: int,
+                timeout_s: float) -> list[dict]:
+        """Time the kernels of compiled models in place, on the run worker (``measure_jobs.profile``)."""
+        if self.rpc is not None:
+            raise AutotuneError("in-place kernel timing needs a local runner, not an RPC tracker")
+        result = self._run_side.map("profile", [(paths, inputs_path, rounds, inferences)], timeout_s)[0]
+        if result.error is not None:
+            raise AutotuneError(f"timing kernels in place failed: {result.error}")
+        return result.value
 
     def seconds(self) -> dict[str, float]:
         """Wall time spent building and running candidates so far."""

@@ -6,7 +6,8 @@ Runner settings, chosen for CPU on a small, noisy, shared VM (see STACK_NOTES): 
 once to warm up, then ``repeat`` timed repeats, each at least ``min_repeat_ms`` long (TVM raises the
 inner ``number`` for short kernels), and the *median* repeat is the result. Long windows suffered
 from periodic stalls; the median of short repeats ranked candidates as faithfully at a fifth of the
-cost. No cache flush: a Transformer layer's weights stay resident between calls in steady state.
+cost. No cache flush: a kernel's finalists are timed again inside the model at the end of a job
+(``autotune.confirm``), where its weights come from memory as they do in production.
 """
 
 from __future__ import annotations
@@ -74,4 +75,18 @@ def _argument(info: list, device):
     return tvm.runtime.tensor(array, device)
 
 
-JOBS = {"ping": ping, "build": build, "run": run}
+def profile(paths: list[str], inputs_path: str, rounds: int, inferences: int) -> list[dict]:
+    """Per compiled model, each kernel's time per inference in every round and its calls per
+    inference, the models taking turns (``autotune.profile``)."""
+    import numpy as np
+
+    from .profile import profile_in_turns
+
+    with np.load(inputs_path) as data:
+        inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
+    timers = profile_in_turns(paths, inputs, rounds, inferences)
+    return [{name: {"per_round_s": seconds, "calls": timer.calls[name]}
+             for name, seconds in timer.per_round.items()} for timer in timers]
+
+
+JOBS = {"ping": ping, "build": build, "run": run, "profile": profile}

@@ -78,7 +78,8 @@ def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_
     if f"{batch}x{seq}" in args.tune:
         summary = jobs.tune(model, shapes, db=db, trials=args.trials,
                             time_budget_s=args.minutes * 60 if args.minutes else None)
-        row["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "estimated_latency_ms")}
+        row["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "estimated_latency_ms",
+                                                 "time_split_s", "confirmed")}
     compiled = jobs.compile(model, out_dir / f"{tag}.so", shapes=shapes, db=db)
     row["validation"] = compiled["validation"]
     row["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"

@@ -29,6 +29,7 @@ def test_tune_summary_and_database(tuned):
         workloads = conn.execute(text("SELECT count(*) FROM workloads")).scalar()
     assert status == "finished"
     assert counts["default"] == summary["tasks"]  # every task's naive nest measured once
+    assert counts.pop("confirm") == len(summary["confirmed"]) > 0  # re-timed finalists: not trials
     assert sum(counts.values()) == summary["trials_measured"]
     assert workloads == summary["tasks"]
 

@@ -25,7 +25,7 @@ def test_jobs_lists_the_tuned_job(tuned):
 def test_best_has_one_record_per_task_with_provenance(tuned):
     rows = history.best(Store(tuned["db"]), job=tuned["summary"]["job_id"])
     assert len(rows) == tuned["summary"]["tasks"]
-    assert {r["provenance"] for r in rows} <= {"search", "default", "heuristic"}
+    assert {r["provenance"] for r in rows} <= {"search", "default", "heuristic", "confirm"}
     assert all(r["latency_ms"] > 0 and r["records_measured"] >= 1 for r in rows)
 
 

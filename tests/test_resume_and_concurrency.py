@@ -22,7 +22,7 @@ def _tune_command(model, db_url: str, trials: int, shape_flags: list[str]) -> li
 
 def _records(db_path) -> list[tuple[int, int]]:
     with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT id, job_id FROM tuning_records ORDER BY id").fetchall()
+        return conn.execute("SELECT id, job_id FROM tuning_records WHERE provenance != 'confirm' ORDER BY id").fetchall()
 
 
 def _integrity(db_path) -> str:

@@ -1,0 +1,193 @@
+"""Re-time each task's finalists side by side, so compile picks by fair timings.
+
+A record's latency is one measurement, taken alone, whenever the search reached it. This machine's
+speed drifts, so the fastest of hundreds of search samples is biased low (the winner's curse), and
+a kernel alone keeps its weights in cache where, inside the model, they come from memory. At the
+end of a job each task's finalists (the current pick, then the best of each provenance) are timed
+again in turns: on a local CPU inside the model, one build of the model per finalist rank, every
+kernel timed in place (``autotune.profile``); remotely or on a GPU, alone. The winner, by median
+over rounds, becomes a ``confirm`` record: its trace, its timings, and in ``source`` every
+contender's record id and re-timed latency. A workload's newest ``confirm`` record is what compile
+uses (``SqlDatabase.chosen_row``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .database import CONFIRM
+from .tasks import Task
+
+if TYPE_CHECKING:
+    from .jobs import Prepared
+
+PROVENANCES = ("manual", "heuristic", "search", "default")  # who gets a finalist's place first
+ISOLATED = (4, 3)  # finalists and rounds when re-timed alone (remote or GPU)
+IN_PLACE = (3, 8, 3)  # finalists, rounds and inferences per round when timed inside the model
+
+
+def finalists(database, task: Task, limit: int) -> list:
+    """Up to ``limit`` record rows worth re-timing: the current pick, then the best of each
+    provenance in turn, then the second best of each, and so on; never the same trace twice."""
+    current = database.chosen_row(task.mod)
+    ranked = {p: [] for p in PROVENANCES}
+    for row in database.best_rows(task.mod, 2000):
+        ranked.setdefault(row.provenance, []).append(row)
+    queue = [row for rank in range(max(map(len, ranked.values()), default=0))
+             for p in PROVENANCES if rank < len(ranked[p]) for row in [ranked[p][rank]]]
+    chosen, seen = [], set()
+    for row in [*([current] if current else []), *queue]:
+        trace = json.dumps(json.loads(row.record_json)[0], sort_keys=True)
+        if trace not in seen and len(chosen) < limit:
+            seen.add(trace)
+            chosen.append(row)
+    return chosen
+
+
+def _schedule(database, task: Task, row):
+    """The schedule a record row describes, replayed on the task."""
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+
+    record = TuningRecord.from_json(json.loads(row.record_json), database.commit_workload(task.mod))
+    sch = s_tir.Schedule(task.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch, record
+
+
+def _time_in_turns(measurer, artifacts: list[tuple[str, list]], device: str, rounds: int
+                   ) -> list[list[float]]:
+    """Each built artifact's run times, one run per artifact per round, the order rotating."""
+    from tvm.s_tir import meta_schedule as ms
+
+    times: list[list[float]] = [[] for _ in artifacts]
+    for index in range(rounds):
+        order = list(range(len(artifacts)))
+        order = order[index % len(order):] + order[:index % len(order)]
+        for i in order:
+            path, arg_info = artifacts[i]
+            ran = measurer.runner.run([ms.runner.RunnerInput(path, device, arg_info)])[0].result()
+            if ran.error_msg is None:
+                times[i].append(float(statistics.median([float(s) for s in ran.run_secs])))
+    return times
+
+
+def _median(times: list[float]) -> float | None:
+    """The statistic the database keeps as a record's latency (upper median)."""
+    return sorted(times)[len(times) // 2] if times else None
+
+
+def _commit_winner(database, task: Task, rows: list, times: list[list[float]], how: str) -> dict | None:
+    """Commit the row whose ``times`` have the lowest median as a ``confirm`` record."""
+    from tvm.s_tir import meta_schedule as ms
+
+    contenders = [{"record_id": row.id, "provenance": row.provenance, "recorded_s": row.latency_s,
+                   "retimed_s": _median(t)} for row, t in zip(rows, times)]
+    timed = [i for i, c in enumerate(contenders) if c["retimed_s"] is not None]
+    if len(timed) < 2:
+        return None
+    best = min(timed, key=lambda i: contenders[i]["retimed_s"])
+    _, record = _schedule(database, task, rows[best])
+    confirmed = ms.database.TuningRecord(record.trace, record.workload, times[best], task.target,
+                                         record.args_info)
+    source = {"record_id": rows[best].id, "provenance": rows[best].provenance, "timed": how,
+              "rounds": len(times[best]), "contenders": contenders}
+    database.commit_record(confirmed, None, None, provenance=CONFIRM, source=source)
+    return {"task": task.name, **source}
+
+
+def confirm_alone(task: Task, database, measurer) -> dict | None:
+    """Re-time ``task``'s finalists alone, in turns, and commit the winner; None if nothing to do."""
+    from tvm.s_tir import meta_schedule as ms
+
+    limit, rounds = ISOLATED
+    rows = finalists(database, task, limit)
+    if len(rows) < 2:
+        return None
+    schedules = [_schedule(database, task, row) for row in rows]
+    built = measurer.builder.build([ms.builder.BuilderInput(sch.mod, task.target) for sch, _ in schedules])
+    kept = [(row, record, result.artifact_path) for row, (_, record), result in zip(rows, schedules, built)
+            if result.error_msg is None]
+    device = "cuda" if task.target.kind.name == "cuda" else "cpu"
+    times = _time_in_turns(measurer, [(path, record.args_info) for _, record, path in kept], device, rounds)
+    return _commit_winner(database, task, [row for row, _, _ in kept], times, "alone")
+
+
+def _build_variants(prepared: Prepared, database, candidates: dict[str, list], folder: str
+                    ) -> list[str]:
+    """One build of the model per finalist rank: build j takes each task's j-th finalist (or its
+    last, when it has fewer)."""
+    from . import artifact
+
+    width = max(len(rows) for rows in candidates.values())
+    paths = []
+    try:
+        for j in range(width):
+            database.overrides = {database.workload_id(t.mod): rows[min(j, len(rows) - 1)]
+                                  for t in prepared.tasks if (rows := candidates[t.name])}
+            path = f"{folder}/variant{j}.so"
+            artifact.build_tuned(prepared.fused, prepared.target, database).export_library(path)
+            paths.append(path)
+    finally:
+        database.overrides = {}
+    return paths
+
+
+def confirm_in_place(prepared: Prepared, database, measurer,
+                     progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time every task's finalists inside the model, builds taking turns, and commit each winner.
+
+    A kernel alone keeps its weights in cache; in the model they come from memory, and a schedule
+    that reads them pre-packed wins there even where a searched one wins alone.
+    """
+    import numpy as np
+
+    from .frontend import random_inputs
+
+    limit, rounds, inferences = IN_PLACE
+    candidates = {t.name: finalists(database, t, limit) for t in prepared.tasks}
+    if max(map(len, candidates.values()), default=0) < 2:
+        return []
+    with tempfile.TemporaryDirectory(prefix="autotune-confirm-") as folder:
+        if progress:
+            progress({"confirming": f"building {max(map(len, candidates.values()))} variants of the model"})
+        paths = _build_variants(prepared, database, candidates, folder)
+        inputs = random_inputs(prepared.model.inputs)
+        np.savez(f"{folder}/inputs.npz", *[inputs[spec.name] for spec in prepared.model.inputs])
+        if progress:
+            progress({"confirming": f"timing every kernel in place, {rounds} rounds"})
+        timings = measurer.profile(paths, f"{folder}/inputs.npz", rounds, inferences, timeout_s=1800)
+    results = []
+    for task in prepared.tasks:
+        rows = candidates[task.name]
+        if len(rows) < 2:
+            continue
+        times: list[list[float]] = [[] for _ in rows]
+        for j, kernels in enumerate(timings):
+            kernel = kernels.get(task.name)
+            if kernel and kernel["calls"]:
+                times[min(j, len(rows) - 1)] += [t / kernel["calls"] for t in kernel["per_round_s"]]
+        if result := _commit_winner(database, task, rows, times, "in place"):
+            results.append(result)
+    return results
+
+
+def confirm_finalists(prepared: Prepared, database, measurer,
+                      progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Re-time every task's finalists and commit the winners; returns what each confirmation found.
+
+    On a local CPU the finalists are timed inside the model; remotely or on a GPU, alone.
+    """
+    if prepared.target.kind.name == "llvm" and measurer.rpc is None:
+        return confirm_in_place(prepared, database, measurer, progress)
+    results = []
+    for done, task in enumerate(prepared.tasks, start=1):
+        if (result := confirm_alone(task, database, measurer)) is not None:
+            results.append(result)
+        if progress:
+            progress({"confirming": f"{task.name} ({done}/{len(prepared.tasks)})"})
+    return results

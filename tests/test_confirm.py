@@ -1,0 +1,90 @@
+"""Finalists re-timed at the end of a job: what compile and history then pick, in place and alone."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+
+import pytest
+from sqlalchemy import select
+
+import autotune
+from autotune import history
+from autotune.confirm import confirm_alone, finalists
+from autotune.database import CONFIRM, Store, make_sql_database
+from autotune.jobs import prepare
+from autotune.measure import Measurer
+from autotune.schema import TuningRecordRow
+from autotune.targets import canonical
+
+from .conftest import TINY_SHAPES
+
+
+@pytest.fixture(scope="module")
+def opened(tuned):
+    prepared = prepare(tuned["model"], TINY_SHAPES, "host")
+    store = Store(tuned["db"])
+    return prepared, store, make_sql_database(store, canonical(prepared.target))
+
+
+def _confirm_rows(store: Store) -> list[TuningRecordRow]:
+    with store.session() as session:
+        return list(session.scalars(select(TuningRecordRow).where(TuningRecordRow.provenance == CONFIRM)))
+
+
+def test_every_confirmation_was_timed_in_place_against_another_provenance(tuned, opened):
+    _, store, _ = opened
+    rows = _confirm_rows(store)
+    assert len(rows) == len(tuned["summary"]["confirmed"]) > 0
+    for row in rows:
+        contenders = row.source["contenders"]
+        assert row.source["timed"] == "in place" and row.source["rounds"] >= 3
+        assert len({c["record_id"] for c in contenders}) == len(contenders) >= 2
+        winner = min((c for c in contenders if c["retimed_s"] is not None), key=lambda c: c["retimed_s"])
+        assert winner["record_id"] == row.source["record_id"]
+        assert row.latency_s == pytest.approx(winner["retimed_s"])
+        with store.session() as session:
+            original = session.get(TuningRecordRow, row.source["record_id"])
+        assert json.loads(original.record_json)[0] == json.loads(row.record_json)[0]  # same trace
+
+
+def test_compile_and_history_use_the_newest_confirmation(tuned, opened, tmp_path):
+    prepared, store, database = opened
+    confirmed = {r.workload_id: r for r in sorted(_confirm_rows(store), key=lambda r: r.id)}
+    chosen = {t.name: database.chosen_row(t.mod) for t in prepared.tasks}
+    for row in chosen.values():
+        if row.workload_id in confirmed:
+            assert row.id == confirmed[row.workload_id].id  # even where a search claim is lower
+    built = autotune.compile(tuned["model"], tmp_path / "m.so", TINY_SHAPES, db=tuned["db"])
+    assert set(built["record_ids"]) == {r.id for r in chosen.values()}
+    assert CONFIRM in built["provenance"] and built["validation"]["passed"]
+    best = {r["workload_id"]: r["record_id"] for r in history.best(store, job=tuned["summary"]["job_id"])}
+    assert best == {r.workload_id: r.id for r in chosen.values()}
+
+
+def test_finalists_lead_with_the_pick_then_alternate_provenance(opened):
+    prepared, _, database = opened
+    task = next(t for t in prepared.tasks if "matmul" in t.name)
+    rows = finalists(database, task, 4)
+    assert rows[0].id == database.chosen_row(task.mod).id
+    traces = [json.dumps(json.loads(r.record_json)[0], sort_keys=True) for r in rows]
+    assert len(set(traces)) == len(rows) == 4
+    assert {"heuristic", "search"} <= {r.provenance for r in rows[1:]}
+
+
+def test_confirm_alone_retimes_and_becomes_the_pick(tuned, opened, tmp_path):
+    """The path for remote and GPU targets, run here on the local CPU (on a copy of the database)."""
+    prepared, _, _ = opened
+    copy = tmp_path / "copy.db"
+    with closing(sqlite3.connect(tuned["db"].removeprefix("sqlite:///"))) as source, \
+            closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    store = Store(f"sqlite:///{copy}")
+    database = make_sql_database(store, canonical(prepared.target))
+    task = next(t for t in prepared.tasks if "matmul" in t.name)
+    with Measurer() as measurer:
+        result = confirm_alone(task, database, measurer)
+    assert result is not None and result["timed"] == "alone" and len(result["contenders"]) >= 2
+    newest = max(_confirm_rows(store), key=lambda r: r.id)
+    assert newest.source["timed"] == "alone" and database.chosen_row(task.mod).id == newest.id
