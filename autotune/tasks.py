@@ -32,13 +32,40 @@ def backend_pipeline(target):
 FUSION_PASSES = ("FuseOps", "FuseTIR")
 
 
+def small_powers_as_products():
+    """A pass writing ``x ** 2`` and ``x ** 3`` (in the tanh form of GELU) as products.
+
+    TVM lowers ``power`` to a scalar ``powf`` call per element: in ALBERT it made the FFN's GELU
+    epilogue cost more than the matmul it follows.
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    base, exponent = wildcard(), is_const()
+    pattern = is_op("relax.power")(base, exponent)
+
+    def rewrite(expr, matches):
+        value = matches[exponent].value.numpy()
+        if value.size != 1 or float(value) not in (2.0, 3.0):
+            return expr
+        x = matches[base]
+        square = relax.op.multiply(x, x)
+        return square if float(value) == 2.0 else relax.op.multiply(square, x)
+
+    @relax.transform.function_pass(opt_level=0, name="SmallPowersAsProducts")
+    def transform(func, _mod, _ctx):
+        return rewrite_call(pattern, rewrite, func)
+    return transform
+
+
 def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
 
     This is the module tasks come from; compile applies tuned schedules to this same module, so
     workload keys match by construction. ``fusion="none"`` keeps one task per operator.
     ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``).
-    Erf, exp, tanh and softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
+    Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
+    softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
     within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
     element and made GELU cost as much as its matmul. On CPU, tasks mark their constant arguments
     (weights) layout-free, so a schedule may choose the weights' layout (``artifact.build_tuned``
@@ -54,7 +81,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
     passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
-              relax.transform.FastMathTransform(), *pipeline.library_dispatch_passes(target),
+              small_powers_as_products(), relax.transform.FastMathTransform(), *pipeline.library_dispatch_passes(target),
               *legalize]
     if target.kind.name == "llvm":  # weights may be pre-packed for the CPU kernels
         passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
