@@ -71,7 +71,8 @@ def _picked_records():
 
 def best(store: Store, model: str | None = None, target: str | None = None,
          job: int | None = None) -> list[dict]:
-    """The fastest record of every workload (per target) the selected jobs tuned."""
+    """The record compile uses for every workload (per target) the selected jobs tuned: its newest
+    confirmation's winner, else its fastest record."""
     scope = (select(JobTask.workload_id, Job.target_id, func.min(JobTask.task_name).label("task"))
              .join(Job, Job.id == JobTask.job_id).join(Model, Model.id == Job.model_id)
              .join(TargetRow, TargetRow.id == Job.target_id)

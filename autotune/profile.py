@@ -3,7 +3,8 @@
 A kernel timed alone (as the search measures it) sees warm caches and no neighbours; inside the
 model its weights come from memory and its inputs from the kernel before. Several builds of a
 model take turns round by round (this machine's speed drifts), and each round yields every
-kernel's time per inference.
+kernel's time per inference. The instrument is a Python callback: a few microseconds per call are
+in every kernel's time, alike for every build, so they rank builds fairly but overstate tiny kernels.
 """
 
 from __future__ import annotations
