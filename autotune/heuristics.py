@@ -101,6 +101,8 @@ def _matmul(mod, target, parallel: bool):
     if len(reductions) != 1 or reductions[0].dom_kind()[-1:] != "R" or "R" in reductions[0].dom_kind()[:-1]:
         return None
     block = reductions[0].block_rv
+    if len(sch.get_loops(block)) == 2:  # a matrix-vector product: its unit row loop was normalised away
+        sch.add_unit_loop(sch.get_loops(block)[0])
     if len(sch.get(block).reads) != 2 or len(sch.get_loops(block)) < 3:
         return None
     _inline_producers(sch, block)

@@ -121,3 +121,16 @@ def test_tasks_with_prepacked_weights_stay_searchable(tuned):
     with Store(tuned["db"]).session() as session:
         searched = session.execute(select(func.count()).where(TuningRecordRow.provenance == "search")).scalar()
     assert searched > 0
+
+
+def test_a_decoder_steps_matrix_vector_products_are_tiled_and_exact(tiny_translation):
+    """One target token: the LM head is ``[1, 1, d] x [d, vocab]``, whose unit rows normalise away."""
+    step = prepare(tiny_translation, {"input_ids": (1, 16), "decoder_input_ids": (1, 1)}, "host")
+    rng = np.random.default_rng(0)
+    for task in [t for t in step.tasks if "matmul" in t.name]:
+        sch = default_schedule(task.mod, task.target)
+        assert sch is not None and "vectorize" in str(sch.trace), task.name
+        *ins, (shape, dtype) = _arguments(task.mod)
+        inputs = [rng.standard_normal(s).astype(d) for s, d in ins]
+        np.testing.assert_allclose(_run(sch.mod, task.target, inputs, shape, dtype),
+                                   _run(task.mod, task.target, inputs, shape, dtype), rtol=1e-5, atol=1e-5)
