@@ -25,20 +25,23 @@ from .tasks import Task
 if TYPE_CHECKING:
     from .jobs import Prepared
 
-PROVENANCES = ("manual", "heuristic", "search", "default")  # who gets a finalist's place first
+PROVENANCES = ("manual", "heuristic", "search")  # take finalist places in turn; the naive nest last
 ISOLATED = (4, 3)  # finalists and rounds when re-timed alone (remote or GPU)
 IN_PLACE = (3, 8, 3)  # finalists, rounds and inferences per round when timed inside the model
 
 
 def finalists(database, task: Task, limit: int) -> list:
     """Up to ``limit`` record rows worth re-timing: the current pick, then the best of each
-    provenance in turn, then the second best of each, and so on; never the same trace twice."""
+    provenance in turn, then the second best of each, and so on, the naive nest (``default``) after
+    them all; never the same trace twice. (A heuristic's serial and parallel variants both get a
+    place before the naive nest: alone the serial one may look faster.)"""
     current = database.chosen_row(task.mod)
-    ranked = {p: [] for p in PROVENANCES}
+    ranked = {p: [] for p in (*PROVENANCES, "default")}
     for row in database.best_rows(task.mod, 2000):
         ranked.setdefault(row.provenance, []).append(row)
     queue = [row for rank in range(max(map(len, ranked.values()), default=0))
              for p in PROVENANCES if rank < len(ranked[p]) for row in [ranked[p][rank]]]
+    queue += ranked["default"]
     chosen, seen = [], set()
     for row in [*([current] if current else []), *queue]:
         trace = json.dumps(json.loads(row.record_json)[0], sort_keys=True)
