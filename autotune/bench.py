@@ -33,6 +33,13 @@ def time_runs(run: Callable[[], object], config: BenchConfig) -> list[float]:
 INTERLEAVE_SLICES = 10
 
 
+def turn_order(items: list, turn: int) -> list:
+    """``items`` rotated by ``turn``: who goes first changes every turn, so no system always follows
+    the same neighbour."""
+    shift = turn % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
 def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConfig) -> dict[str, list[float]]:
     """Wall-clock seconds of each runner's runs, the runners taking turns in short slices.
 
@@ -50,8 +57,7 @@ def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConf
     slice_s = config.duration_s / (INTERLEAVE_SLICES * len(names)) if config.duration_s else None
     per_slice = -(-config.count // INTERLEAVE_SLICES)
     for index in range(INTERLEAVE_SLICES):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in turn_order(names, index):
             _take_turn(runners[name], samples[name], min(len(samples[name]) + per_slice, config.count),
                        slice_s, warm=len(names) > 1)
     return samples

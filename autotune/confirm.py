@@ -19,7 +19,8 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .database import CONFIRM
+from .bench import turn_order
+from .database import CONFIRM, latency_of
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -44,44 +45,43 @@ def finalists(database, task: Task, limit: int) -> list:
     queue += ranked["default"]
     chosen, seen = [], set()
     for row in [*([current] if current else []), *queue]:
+        if len(chosen) == limit:
+            break
         trace = json.dumps(json.loads(row.record_json)[0], sort_keys=True)
-        if trace not in seen and len(chosen) < limit:
+        if trace not in seen:
             seen.add(trace)
             chosen.append(row)
     return chosen
 
 
-def _schedule(database, task: Task, row):
-    """The schedule a record row describes, replayed on the task."""
-    from tvm import s_tir
+def _record(database, task: Task, row):
+    """The MetaSchedule record a record row holds."""
     from tvm.s_tir.meta_schedule.database import TuningRecord
 
-    record = TuningRecord.from_json(json.loads(row.record_json), database.commit_workload(task.mod))
+    return TuningRecord.from_json(json.loads(row.record_json), database.commit_workload(task.mod))
+
+
+def _schedule(database, task: Task, row):
+    """The schedule a record row describes, replayed on the task, and its record."""
+    from tvm import s_tir
+
+    record = _record(database, task, row)
     sch = s_tir.Schedule(task.mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
     return sch, record
 
 
-def _time_in_turns(measurer, artifacts: list[tuple[str, list]], device: str, rounds: int
+def _time_in_turns(measurer, artifacts: list[tuple[str, list]], target, rounds: int
                    ) -> list[list[float]]:
     """Each built artifact's run times, one run per artifact per round, the order rotating."""
-    from tvm.s_tir import meta_schedule as ms
-
     times: list[list[float]] = [[] for _ in artifacts]
     for index in range(rounds):
-        order = list(range(len(artifacts)))
-        order = order[index % len(order):] + order[:index % len(order)]
-        for i in order:
+        for i in turn_order(list(range(len(artifacts))), index):
             path, arg_info = artifacts[i]
-            ran = measurer.runner.run([ms.runner.RunnerInput(path, device, arg_info)])[0].result()
+            ran = measurer.run_built(path, target, arg_info)
             if ran.error_msg is None:
                 times[i].append(float(statistics.median([float(s) for s in ran.run_secs])))
     return times
-
-
-def _median(times: list[float]) -> float | None:
-    """The statistic the database keeps as a record's latency (upper median)."""
-    return sorted(times)[len(times) // 2] if times else None
 
 
 def _commit_winner(database, task: Task, rows: list, times: list[list[float]], how: str) -> dict | None:
@@ -89,12 +89,12 @@ def _commit_winner(database, task: Task, rows: list, times: list[list[float]], h
     from tvm.s_tir import meta_schedule as ms
 
     contenders = [{"record_id": row.id, "provenance": row.provenance, "recorded_s": row.latency_s,
-                   "retimed_s": _median(t)} for row, t in zip(rows, times)]
+                   "retimed_s": latency_of(t)} for row, t in zip(rows, times)]
     timed = [i for i, c in enumerate(contenders) if c["retimed_s"] is not None]
     if len(timed) < 2:
         return None
     best = min(timed, key=lambda i: contenders[i]["retimed_s"])
-    _, record = _schedule(database, task, rows[best])
+    record = _record(database, task, rows[best])
     confirmed = ms.database.TuningRecord(record.trace, record.workload, times[best], task.target,
                                          record.args_info)
     source = {"record_id": rows[best].id, "provenance": rows[best].provenance, "timed": how,
@@ -115,18 +115,17 @@ def confirm_alone(task: Task, database, measurer) -> dict | None:
     built = measurer.builder.build([ms.builder.BuilderInput(sch.mod, task.target) for sch, _ in schedules])
     kept = [(row, record, result.artifact_path) for row, (_, record), result in zip(rows, schedules, built)
             if result.error_msg is None]
-    device = "cuda" if task.target.kind.name == "cuda" else "cpu"
-    times = _time_in_turns(measurer, [(path, record.args_info) for _, record, path in kept], device, rounds)
+    times = _time_in_turns(measurer, [(path, record.args_info) for _, record, path in kept], task.target,
+                           rounds)
     return _commit_winner(database, task, [row for row, _, _ in kept], times, "alone")
 
 
-def _build_variants(prepared: Prepared, database, candidates: dict[str, list], folder: str
-                    ) -> list[str]:
-    """One build of the model per finalist rank: build j takes each task's j-th finalist (or its
-    last, when it has fewer)."""
+def _build_variants(prepared: Prepared, database, candidates: dict[str, list], width: int,
+                    folder: str) -> list[str]:
+    """``width`` builds of the model, one per finalist rank: build j takes each task's j-th
+    finalist (or its last, when it has fewer)."""
     from . import artifact
 
-    width = max(len(rows) for rows in candidates.values())
     paths = []
     try:
         for j in range(width):
@@ -153,12 +152,13 @@ def confirm_in_place(prepared: Prepared, database, measurer,
 
     limit, rounds, inferences = IN_PLACE
     candidates = {t.name: finalists(database, t, limit) for t in prepared.tasks}
-    if max(map(len, candidates.values()), default=0) < 2:
+    width = max(map(len, candidates.values()), default=0)
+    if width < 2:
         return []
     with tempfile.TemporaryDirectory(prefix="autotune-confirm-") as folder:
         if progress:
-            progress({"confirming": f"building {max(map(len, candidates.values()))} variants of the model"})
-        paths = _build_variants(prepared, database, candidates, folder)
+            progress({"confirming": f"building {width} variants of the model"})
+        paths = _build_variants(prepared, database, candidates, width, folder)
         inputs = random_inputs(prepared.model.inputs)
         np.savez(f"{folder}/inputs.npz", *[inputs[spec.name] for spec in prepared.model.inputs])
         if progress:

@@ -46,6 +46,11 @@ def _plain_json(value):
     return tvm.ir.save_json(value)  # how Trace.FromJSON reads an IndexMap input back
 
 
+def latency_of(run_secs: list[float]) -> float | None:
+    """The latency a record keeps from its run times: the upper median; None when it has none."""
+    return sorted(run_secs)[len(run_secs) // 2] if run_secs else None
+
+
 def record_json(record) -> str:
     """A tuning record as JSON text that ``TuningRecord.from_json`` reads back.
 
@@ -243,7 +248,7 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
             """Store one measured (or failed) candidate; returns its row id."""
             wid = self.workload_id(record.workload.mod)
             run_secs = [float(s) for s in record.run_secs] if record.run_secs is not None else []
-            latency = sorted(run_secs)[len(run_secs) // 2] if run_secs and not error_kind else None
+            latency = None if error_kind else latency_of(run_secs)
 
             def work(session: Session) -> int:
                 row = TuningRecordRow(job_id=self.job_id, workload_id=wid, target_id=self.target_id,

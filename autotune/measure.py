@@ -91,6 +91,13 @@ class Measurer:
         self._build_pool = WorkerPool(config.build_workers)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
 
+    def run_built(self, artifact_path: str, target, args_info):
+        """Time one built candidate of ``target`` on the runner; its ``RunnerResult``."""
+        from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+        device = "cuda" if target.kind.name == "cuda" else "cpu"
+        return self.runner.run([RunnerInput(artifact_path, device, args_info)])[0].result()
+
     def profile(self, paths: list[str], inputs_path: str, rounds: int, inferences: int,
                 timeout_s: float) -> list[dict]:
         """Time the kernels of compiled models in place, on the run worker (``measure_jobs.profile``)."""

@@ -15,6 +15,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .bench import turn_order
+
 
 def task_name(kernel: str) -> str:
     """The task a kernel comes from: compile renames kernels whose weights it pre-packs."""
@@ -73,7 +75,7 @@ def profile_in_turns(paths: list[str], inputs: list[np.ndarray], rounds: int, in
         timer.round(1)
         timer.reset()
     for index in range(rounds):
-        for timer in timers[index % len(timers):] + timers[:index % len(timers)]:
+        for timer in turn_order(timers, index):
             timer.round(inferences)
     return timers
 

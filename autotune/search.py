@@ -264,8 +264,7 @@ def measure_schedules(items: list[tuple[Task, object]], database, measurer, prov
     for index, ((task, sch), arg_info, result) in enumerate(zip(items, args, built)):
         error_kind, error_msg, run_secs = "build", result.error_msg, None
         if result.error_msg is None:
-            device = "cuda" if task.target.kind.name == "cuda" else "cpu"
-            ran = measurer.runner.run([ms.runner.RunnerInput(result.artifact_path, device, arg_info)])[0].result()
+            ran = measurer.run_built(result.artifact_path, task.target, arg_info)
             error_kind, error_msg = ("run", ran.error_msg) if ran.error_msg else (None, None)
             run_secs = None if ran.error_msg else [float(x) for x in ran.run_secs]
         record = ms.database.TuningRecord(sch.trace, database.commit_workload(task.mod), run_secs,

@@ -81,8 +81,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
     passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
-              small_powers_as_products(), relax.transform.FastMathTransform(), *pipeline.library_dispatch_passes(target),
-              *legalize]
+              small_powers_as_products(), relax.transform.FastMathTransform(),
+              *pipeline.library_dispatch_passes(target), *legalize]
     if target.kind.name == "llvm":  # weights may be pre-packed for the CPU kernels
         passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with target, tvm.transform.PassContext(opt_level=3):

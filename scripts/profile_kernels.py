@@ -5,8 +5,9 @@ A kernel timed alone (as the tuner measures it) sees warm caches and no neighbou
 its inputs come from the previous kernel and its weights from memory. This script runs each
 artifact's VM with an instrument that times every kernel call, taking turns between artifacts
 round by round (this machine's speed drifts), and reports per kernel the median over rounds of its
-time per inference (``autotune.profile``). With several artifacts of the same model (say a heuristic and a tuned build),
-kernels line up by name, so the table shows which tasks a build wins or loses inside the model.
+time per inference (``autotune.profile``). With several artifacts of the same model (say a
+heuristic and a tuned build), kernels line up by name, so the table shows which tasks a build wins
+or loses inside the model.
 
     python scripts/profile_kernels.py heuristic.so tuned.so --rounds 20 --top 15
 """

@@ -18,7 +18,8 @@ def _powers_model(path) -> str:
              helper.make_node("Pow", ["ax", "two"], ["square"]),
              helper.make_node("Pow", ["ax", "two_and_half"], ["other"]),
              helper.make_node("Sum", ["cube", "square", "other"], ["y"])]
-    graph = helper.make_graph(nodes, "powers", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
+    graph = helper.make_graph(nodes, "powers",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 32])], consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path.write_bytes(model.SerializeToString())
