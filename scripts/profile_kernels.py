@@ -22,6 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
+from autotune.errors import AutotuneError  # noqa: E402
+
 
 def profile(paths: list[Path], rounds: int, inferences: int) -> dict[str, dict]:
     """Per-artifact summaries; the artifacts (manifests checked) take turns on the same inputs."""
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.artifacts if not p.is_file()]
     if missing:
         parser.error(f"artifact not found: {', '.join(missing)}")
-    result = profile(args.artifacts, args.rounds, args.inferences)
+    try:
+        result = profile(args.artifacts, args.rounds, args.inferences)
+    except AutotuneError as err:  # a manifest missing or not matching its .so
+        parser.error(str(err))
     json.dump({"artifacts": {str(i): p for i, p in enumerate(result)},
                "totals": {p: {k: r[k] for k in ("wall_p50_ms", "kernel_sum_ms")} for p, r in result.items()},
                "table": table(result, args.top), "kernels": result}, sys.stdout, indent=1)
