@@ -314,6 +314,16 @@ def make_sql_database(store: Store, target_canonical: str, job_id: int | None = 
                     TuningRecordRow.workload_id == found[0], TuningRecordRow.target_id == self.target_id,
                     TuningRecordRow.provenance == provenance).limit(1)) is not None
 
+        def recorded_sources(self, mod, provenance: str) -> list[dict]:
+            """The ``source`` of every record of ``mod`` with ``provenance`` on this target (non-empty)."""
+            found = self._find(mod)
+            if found is None:
+                return []
+            with self.store.session() as session:
+                return [s for s in session.scalars(select(TuningRecordRow.source).where(
+                    TuningRecordRow.workload_id == found[0], TuningRecordRow.target_id == self.target_id,
+                    TuningRecordRow.provenance == provenance)) if s]
+
         def job_trials(self, mod) -> int:
             """Candidates this job has already searched for ``mod`` (not default nests, not manual)."""
             found = self._find(mod)

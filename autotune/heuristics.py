@@ -6,13 +6,15 @@ the tasks it recognises, serial and parallel variants where threads may not pay 
 costs 5–18 µs on a small VM); ``measure_defaults`` times them beside the naive nest, and compile takes
 the fastest record per task.
 
+* attention (``attention.fuse_attention``'s task: two matmuls with softmax between): per block of
+  a few query rows, in parallel, scores, mask, softmax and the product with V end to end in L1;
 * matmul-like (one reduction block, epilogue after it): a 6 × 2-vector register tile swept down a
   column panel one K block at a time, so the weight block (K block × 2 vectors) stays in L1 while
   every row block uses it; panels (and batch) in parallel, the epilogue fused per panel, producers
   inlined (``scripts/bench_models.py`` times the heuristic-only build against ONNX Runtime);
-* softmax-like (row reductions feeding an injective block): rows in parallel, every block computed
-  per row, each reduction split into vector-wide partial results; where that does not apply
-  (LayerNorm), TVM's dlight CPU rule;
+* softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
+  block computed per row, each reduction split into vector-wide partial results; where that does
+  not apply, TVM's dlight CPU rule;
 * injective (reshape, transpose, elementwise): producers inlined, rows in parallel, the inner axis
   vectorised.
 """
@@ -28,6 +30,7 @@ VECTORS_PER_TILE = 2
 K_BLOCK = 128  # the largest divisor of K up to this: 128 × 2 vectors of weights is 8-16 KiB, in L1
 PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
 PARALLEL_MIN_ELEMENTS = 4096  # below this, one core finishes before a parallel region starts
+ATTENTION_ROWS = 4  # query rows per attention step: 4 × 2-vector score tiles; 2 and 8 measured slower
 
 
 def vector_lanes(target) -> int:
@@ -129,31 +132,41 @@ def _matmul(mod, target, parallel: bool):
     return sch
 
 
-def _inline_single_use(sch) -> None:
-    """Inline every injective block with one consumer (a block read twice would be computed twice)."""
+def _inline_single_use(sch, keep: frozenset = frozenset()) -> None:
+    """Inline every injective block with one consumer (a block read twice would be computed twice),
+    except the blocks named in ``keep``."""
     inlined = True
     while inlined:
         inlined = False
-        for info in _compute_blocks(sch):
-            if info.is_injective() and len(sch.get_consumers(info.block_rv)) == 1:
-                try:
-                    sch.compute_inline(info.block_rv)
-                except Exception:  # noqa: BLE001 - a block that must stay stays
-                    continue
-                inlined = True
-                break
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            if _is_reduction(sch, block) or sch.get(block).name_hint in keep \
+                    or len(sch.get_consumers(block)) != 1:
+                continue
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - a block that must stay stays
+                continue
+            inlined = True
+            break
 
 
-def _split_lanes_out(sch, infos, lanes: int) -> list:
-    """rfactor each row reduction into ``lanes`` partial results (vector registers, not a chain)."""
+def _split_lanes_out(sch, blocks, lanes: int) -> list:
+    """rfactor each row reduction among ``blocks`` into ``lanes`` partial results (vector registers,
+    not a chain), the lanes last in the partials' buffer."""
     partials = []
-    for info in infos:
-        if not info.is_reduction():
+    for block in blocks:
+        inner = sch.get_loops(block)[-1]
+        if not _is_reduction(sch, block) or _extent(sch, inner) % lanes or _extent(sch, inner) <= lanes:
             continue
-        inner = sch.get_loops(info.block_rv)[-1]
-        if _extent(sch, inner) % lanes == 0 and _extent(sch, inner) > lanes:
-            partials.append(sch.rfactor(sch.split(inner, [None, lanes])[1], 0))
+        _, lane = sch.split(inner, [None, lanes])
+        partials.append(sch.rfactor(lane, len(sch.get(block).writes[0].source.shape)))
     return partials
+
+
+def _is_reduction(sch, block) -> bool:
+    from tvm.tirx import IterVar
+
+    return any(v.iter_type == IterVar.CommReduce for v in sch.get(block).iter_vars)
 
 
 def _row_reduction(mod, target, parallel: bool):
@@ -171,7 +184,7 @@ def _row_reduction(mod, target, parallel: bool):
     if not any(i.is_reduction() for i in infos) or not infos[-1].is_injective():
         return None
     lanes = vector_lanes(target)
-    partials = [sch.get(b) for b in _split_lanes_out(sch, infos, lanes)]
+    partials = [sch.get(b).name_hint for b in _split_lanes_out(sch, [i.block_rv for i in infos], lanes)]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     rows = sch.fuse(*sch.get_loops(blocks[-1])[:-1])
     if parallel:
@@ -180,9 +193,9 @@ def _row_reduction(mod, target, parallel: bool):
     for block in reversed(blocks[:-1]):
         sch.compute_at(block, rows, preserve_unit_loops=False)
     for block in blocks[:-1]:
-        if any(sch.get(block).same_as(p) for p in partials):
+        if sch.get(block).name_hint in partials:
             _lanes_innermost(sch, block)
-        elif _is_spatial(sch, block):
+        elif _is_spatial(sch, block) and len(sch.get_loops(block)) > 1:  # one value per row: no loop
             _vectorize_inner(sch, block, lanes)
     return sch
 
@@ -236,7 +249,89 @@ def _injective(mod, target, parallel: bool):
     return sch
 
 
-RULES: tuple[Callable, ...] = (_matmul, _row_reduction, _reduction, _injective)
+def _is_matmul_like(sch, block) -> bool:
+    """A reduction whose operands are as wide as its output (not a row max or sum)."""
+    stmt = sch.get(block)
+    rank = len(stmt.writes[0].source.shape)
+    return _is_reduction(sch, block) and len(stmt.reads) >= 2 \
+        and all(len(r.source.shape) >= rank for r in stmt.reads[:2])
+
+
+def _writer_of(sch, blocks, buffer) -> str | None:
+    """The name of the block among ``blocks`` that writes ``buffer``."""
+    return next((sch.get(b).name_hint for b in blocks if sch.get(b).writes[0].source.same_as(buffer)), None)
+
+
+def _register_tile(sch, block, lanes: int) -> None:
+    """The (rows, cols, k) loops of a row block's matmul as a rows × 2-vector register tile."""
+    rows, cols, k = sch.get_loops(block)[-3:]
+    col_out, col_in = sch.split(cols, [None, _column_tile(_extent(sch, cols), lanes)])
+    sch.reorder(col_out, k, rows, col_in)
+    sch.unroll(rows)
+    sch.vectorize(col_in)
+    sch.decompose_reduction(block, k)
+
+
+def _partial_lanes_inner(sch, partial) -> None:
+    """An rfactor block under a row block: rows, then the reduction, then its lanes (unrolled)."""
+    inner = sch.get_loops(partial)[-len(sch.get(partial).iter_vars):]
+    lane, rows, reduction = inner[0], inner[-2], inner[-1]  # rfactor puts the lane variable first
+    sch.reorder(rows, reduction, lane)
+    init = sch.decompose_reduction(partial, reduction)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(lane)
+
+
+def _attention(mod, target, parallel: bool):
+    """One attention block (``attention.fuse_attention``): a few query rows at a time, end to end.
+
+    For each (batch, head, block of ``ATTENTION_ROWS`` query rows), in parallel: the scaled query
+    rows, their scores against every key (register tile), the mask, softmax with its max and sum
+    in vector-wide partials, and the product with V, all in buffers that stay in L1. The
+    reshapes and transposes of Q and V are read in place; the output's layout change runs after.
+    """
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    matmuls = [b for b in blocks if _is_matmul_like(sch, b)]
+    if len(matmuls) != 2 or len(sch.get_loops(matmuls[1])) < 3:
+        return None
+    scores, output = (sch.get(b).name_hint for b in matmuls)
+    query = _writer_of(sch, blocks, sch.get(matmuls[0]).reads[0].source)
+    probabilities = _writer_of(sch, blocks, sch.get(matmuls[1]).reads[0].source)
+    _inline_single_use(sch, frozenset({query, probabilities}))  # once per row block, not per product
+    lanes = vector_lanes(target)
+    rows_reduced = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                    if sch.get(b).name_hint not in (scores, output)]
+    partials = [sch.get(p).name_hint for p in _split_lanes_out(sch, rows_reduced, lanes)]
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    last = names.index(output)
+    *batch, rows, cols, reduction = sch.get_loops(blocks[last])
+    row_out, row_in = sch.split(rows, [None, _largest_divisor(_extent(sch, rows), ATTENTION_ROWS)])
+    sch.reorder(*batch, row_out, row_in, cols, reduction)
+    row_block = sch.fuse(*batch, row_out)
+    if parallel:
+        sch.parallel(row_block)
+    for block in reversed(blocks[:last]):
+        sch.compute_at(block, row_block, preserve_unit_loops=True)
+    for block, name in zip(blocks[:last + 1], names[:last + 1]):
+        if name in (scores, output):
+            _register_tile(sch, block, lanes)
+        elif name in partials:
+            _partial_lanes_inner(sch, block)
+        elif not _is_reduction(sch, block):
+            _vectorize_inner(sch, block, lanes)
+    for block in blocks[last + 1:]:  # the output's layout change
+        loops = sch.get_loops(block)
+        if parallel and len(loops) > 1:
+            sch.parallel(sch.fuse(*loops[:-1]))
+        _vectorize_inner(sch, block, lanes)
+    return sch
+
+
+RULES: tuple[Callable, ...] = (_attention, _matmul, _row_reduction, _reduction, _injective)
 PARALLEL_MIN_FLOPS = 1e7  # unmeasured choice: below this a parallel matmul costs more than it gives
 
 

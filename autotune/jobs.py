@@ -181,7 +181,8 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
                 manual_rows = _measure_manual(prepared.tasks, schedules, database, measurer, progress)
                 spent_trials += sum(1 for row in manual_rows if "schedule" in row)
             result = search(to_tune, database, measurer, budget, config, on_round,
-                            already_measured=spent_trials, already_seconds=spent_seconds)
+                            already_measured=spent_trials, already_seconds=spent_seconds,
+                            fixed_for=prepared.tasks)
             confirm_started = time.monotonic()
             confirmed = confirm_finalists(prepared, database, measurer, progress) if confirm else []
             result.time_split["confirm"] = round(time.monotonic() - confirm_started, 2)

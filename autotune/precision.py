@@ -18,6 +18,8 @@ def precision_pass(precision: str):
     import tvm
     from tvm import relax
 
+    from .tasks import mutator_pass
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp16":
@@ -36,12 +38,5 @@ def precision_pass(precision: str):
                                        out_dtype="float32")
             return call
 
-    @tvm.transform.module_pass(opt_level=0, name="autotune.MatmulToBF16")
-    def to_bf16(mod, _ctx):
-        mutator = MatmulToBF16(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return mutator.builder_.get()
-
-    return tvm.transform.Sequential([to_bf16, relax.transform.FoldConstant()])
+    return tvm.transform.Sequential([mutator_pass(MatmulToBF16, "autotune.MatmulToBF16"),
+                                     relax.transform.FoldConstant()])

@@ -278,20 +278,30 @@ def measure_schedules(items: list[tuple[Task, object]], database, measurer, prov
 DEFAULTS_PER_ROUND = 8
 
 
-def _default_items(task: Task) -> list[tuple[Task, object, str]]:
-    """A task's fixed schedules: the heuristic ones, then the unscheduled nest (marks it done)."""
+def _unmeasured_defaults(task: Task, database) -> list[tuple[Task, object, str, dict | None]]:
+    """A task's fixed schedules that ``database`` has not timed yet: each heuristic schedule (known by
+    the hash of the scheduled function, so an improved rule is timed again in a database that holds
+    the old one's records), then the unscheduled nest."""
     import tvm
+    import tvm_ffi
 
     from .heuristics import heuristic_schedules
 
-    return [*((task, sch, "heuristic") for sch in heuristic_schedules(task.mod, task.target)),
-            (task, tvm.s_tir.Schedule(task.mod), "default")]
+    timed = {s.get("schedule") for s in database.recorded_sources(task.mod, "heuristic")}
+    items = []
+    for sch in heuristic_schedules(task.mod, task.target):
+        fingerprint = str(tvm_ffi.structural_hash(sch.mod))
+        if fingerprint not in timed:
+            items.append((task, sch, "heuristic", {"schedule": fingerprint}))
+    if not database.has_record(task.mod, "default"):
+        items.append((task, tvm.s_tir.Schedule(task.mod), "default", None))
+    return items
 
 
 def measure_defaults(tasks: list[Task], database, measurer,
                      may_continue: Callable[[int, list[float]], bool] = lambda *_: True,
                      room: Callable[[int], int] = lambda _: 1 << 30) -> tuple[int, list[float]]:
-    """Measure each task's fixed schedules: heuristic ones (``heuristics``) and the naive nest.
+    """Measure each task's fixed schedules not yet timed: heuristic ones (``heuristics``), naive nest.
 
     The naive nest runs serially, and for tiny tasks (reshape, transpose, small matmuls) that beats
     every parallel schedule MetaSchedule offers: a parallel region costs 5–18 µs here. The heuristic
@@ -300,24 +310,23 @@ def measure_defaults(tasks: list[Task], database, measurer,
     tasks, never more measurements than ``room(measured so far)``, while
     ``may_continue(measured so far, round durations)``; returns (measurements, round durations).
     """
-    todo = [t for t in tasks if not database.has_record(t.mod, "default")]
+    todo = [items for items in (_unmeasured_defaults(t, database) for t in tasks) if items]
     durations: list[float] = []
     measured = 0
     while todo and may_continue(measured, durations):
         started = time.monotonic()
-        chunk: list[tuple[Task, object, str]] = []
+        chunk: list[tuple[Task, object, str, dict | None]] = []
         while todo and len(chunk) < DEFAULTS_PER_ROUND * 3:
-            items = _default_items(todo[0])
-            if len(chunk) + len(items) > room(measured):
+            if len(chunk) + len(todo[0]) > room(measured):
                 break
-            chunk += items
-            todo.pop(0)
+            chunk += todo.pop(0)
         if not chunk:  # the trial budget cannot take the next task's schedules: the search gets the rest
             break
         for provenance in ("heuristic", "default"):
-            mine = [(t, sch) for t, sch, p in chunk if p == provenance]
+            mine = [(t, sch, source) for t, sch, p, source in chunk if p == provenance]
             if mine:
-                measure_schedules(mine, database, measurer, provenance)
+                measure_schedules([(t, sch) for t, sch, _ in mine], database, measurer, provenance,
+                                  sources=[source for _, _, source in mine])
         measured += len(chunk)
         durations.append(time.monotonic() - started)
     return measured, durations
@@ -349,10 +358,13 @@ def make_recorder(database, on_measured: Callable[[float | None], None]):
 
 def search(tasks: list[Task], database, measurer, budget: Budget,
            config: SearchConfig = SearchConfig(), progress_fn: ProgressFn | None = None,
-           already_measured: int = 0, already_seconds: float = 0.0) -> SearchResult:
+           already_measured: int = 0, already_seconds: float = 0.0,
+           fixed_for: list[Task] | None = None) -> SearchResult:
     """Tune ``tasks`` within ``budget`` (counting what a resumed job already spent).
 
-    The budget is checked before every round, default-nest rounds included: a round starts only if
+    First the fixed schedules not yet timed (``measure_defaults``) of ``fixed_for`` (default:
+    ``tasks``; a job passes every task, so an improved heuristic reaches tasks tuned before). The
+    budget is checked before every round, default-nest rounds included: a round starts only if
     the trial budget has room and the time budget has room for a round as long as the recent ones.
     """
     start = time.monotonic()
@@ -364,7 +376,7 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
                 and (budget.seconds is None or seconds + expected <= budget.seconds))
 
     defaults, round_seconds = measure_defaults(
-        tasks, database, measurer, lambda measured, durations: room(already_measured + measured, durations),
+        tasks if fixed_for is None else fixed_for, database, measurer, lambda measured, durations: room(already_measured + measured, durations),
         lambda measured: budget.trials - already_measured - measured if budget.trials else 1 << 30)
     measured_before = already_measured + defaults
     per_round = trials_per_round(budget, len(tasks), config)

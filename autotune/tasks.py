@@ -58,11 +58,52 @@ def small_powers_as_products():
     return transform
 
 
+def isnan_as_bit_test():
+    """A pass computing float32 ``isnan`` as a bit test: exponent all ones, mantissa not zero.
+
+    TVM's vectorizer leaves ``isnan`` scalar, and with it the exporters' softmax guard
+    ``where(isnan(p), 0, p)`` over every attention score. Comparisons cannot stand in: TVM's
+    simplifier folds ``x != x`` to false and ``not x <= inf`` to ``x > inf``.
+    """
+    import tvm
+    from tvm import relax, te, tirx
+
+    def bit_test(x):
+        return te.compute(x.shape, lambda *i: tirx.reinterpret("int32", x(*i)) & 0x7FFFFFFF > 0x7F800000,
+                          name="isnan")
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.isnan" \
+                    and call.args[0].ty.dtype == "float32":
+                return self.builder_.call_te(bit_test, call.args[0], primfunc_name_hint="isnan")
+            return super().visit_call_(call)
+
+    return mutator_pass(Rewriter, "autotune.IsnanAsBitTest")
+
+
+def mutator_pass(mutator_class, name: str):
+    """A module pass running a ``relax.PyExprMutator`` class over every Relax function."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def transform(mod, _ctx):
+        mutator = mutator_class(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+        return mutator.builder_.get()
+    return transform
+
+
 def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
 
     This is the module tasks come from; compile applies tuned schedules to this same module, so
-    workload keys match by construction. ``fusion="none"`` keeps one task per operator.
+    workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
+    on CPU also makes each attention block one task (``attention.fuse_attention``).
     ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``).
     Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
@@ -74,6 +115,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     import tvm
     from tvm import relax
 
+    from .attention import fuse_attention
     from .precision import precision_pass
 
     pipeline = backend_pipeline(target)
@@ -81,8 +123,10 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
     passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
-              small_powers_as_products(), relax.transform.FastMathTransform(),
-              *pipeline.library_dispatch_passes(target), *legalize]
+              small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
+    if fusion == "full" and target.kind.name == "llvm":  # heuristics._attention schedules it
+        passes.append(fuse_attention())
+    passes += [*pipeline.library_dispatch_passes(target), *legalize]
     if target.kind.name == "llvm":  # weights may be pre-packed for the CPU kernels
         passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     with target, tvm.transform.PassContext(opt_level=3):

@@ -45,6 +45,17 @@ def tuned(tmp_path_factory, tiny_translation) -> dict:
     return {"db": db, "folder": folder, "summary": summary, "model": tiny_translation}
 
 
+def copy_database(db_url: str, path: Path) -> str:
+    """A copy of a SQLite database (so a test may change it); the copy's URL."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as source, \
+            closing(sqlite3.connect(path)) as target:
+        source.backup(target)
+    return f"sqlite:///{path}"
+
+
 def run_env() -> dict:
     """Environment for subprocesses: this interpreter's, no ambient database."""
     env = dict(os.environ)

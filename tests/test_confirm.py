@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
-
 import pytest
 from sqlalchemy import select
 
@@ -18,7 +15,7 @@ from autotune.measure import Measurer
 from autotune.schema import TuningRecordRow
 from autotune.targets import canonical
 
-from .conftest import TINY_SHAPES
+from .conftest import TINY_SHAPES, copy_database
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +73,7 @@ def test_finalists_lead_with_the_pick_then_alternate_provenance(opened):
 def test_confirm_alone_retimes_and_becomes_the_pick(tuned, opened, tmp_path):
     """The path for remote and GPU targets, run here on the local CPU (on a copy of the database)."""
     prepared, _, _ = opened
-    copy = tmp_path / "copy.db"
-    with closing(sqlite3.connect(tuned["db"].removeprefix("sqlite:///"))) as source, \
-            closing(sqlite3.connect(copy)) as target:
-        source.backup(target)
-    store = Store(f"sqlite:///{copy}")
+    store = Store(copy_database(tuned["db"], tmp_path / "copy.db"))
     database = make_sql_database(store, canonical(prepared.target))
     task = next(t for t in prepared.tasks if "matmul" in t.name)
     with Measurer() as measurer:

@@ -11,12 +11,18 @@ import pytest
 from autotune.heuristics import default_schedule, heuristic_schedules
 from autotune.jobs import prepare
 
-from .conftest import TINY_SHAPES
+from .conftest import TINY_SHAPES, copy_database
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_translation):
     return prepare(tiny_translation, TINY_SHAPES, "host")
+
+
+@pytest.fixture(scope="module")
+def prepared_unfused(tiny_translation):
+    """One task per operator: softmax alone (in the fused module it is inside each attention task)."""
+    return prepare(tiny_translation, TINY_SHAPES, "host", fusion="none")
 
 
 def _run(mod, target, inputs: list[np.ndarray], output_shape, output_dtype) -> np.ndarray:
@@ -34,9 +40,10 @@ def _arguments(mod) -> list[tuple[list[int], str]]:
     return [([int(d) for d in a.shape], str(a.dtype)) for a in ms.arg_info.ArgInfo.from_prim_func(mod["main"])]
 
 
-@pytest.mark.parametrize("kind", ["matmul", "softmax", "layer_norm", "transpose"])
-def test_heuristic_schedule_matches_naive_nest(prepared, kind):
-    task = next(t for t in prepared.tasks if kind in t.name and "take" not in t.name)
+@pytest.mark.parametrize("kind", ["matmul", "attention", "softmax", "layer_norm", "transpose"])
+def test_heuristic_schedule_matches_naive_nest(prepared, prepared_unfused, kind):
+    tasks = (prepared_unfused if kind == "softmax" else prepared).tasks
+    task = next(t for t in tasks if kind in t.name and "take" not in t.name)
     schedules = heuristic_schedules(task.mod, task.target)
     assert schedules, f"no heuristic schedule for {task.name}"
     *ins, (shape, dtype) = _arguments(task.mod)
@@ -134,3 +141,32 @@ def test_a_decoder_steps_matrix_vector_products_are_tiled_and_exact(tiny_transla
         inputs = [rng.standard_normal(s).astype(d) for s, d in ins]
         np.testing.assert_allclose(_run(sch.mod, task.target, inputs, shape, dtype),
                                    _run(task.mod, task.target, inputs, shape, dtype), rtol=1e-5, atol=1e-5)
+
+
+def test_an_improved_rule_is_timed_again_in_an_old_database(tuned, tmp_path):
+    """Heuristic records carry their schedule's hash: the next job re-times none of today's schedules,
+    but re-times every one whose records came from an older rule (here: records without the hash),
+    also for tasks the database already counts as tuned."""
+    import autotune
+    from sqlalchemy import update
+
+    from autotune.database import Store, make_sql_database
+    from autotune.schema import TuningRecordRow
+    from autotune.search import _unmeasured_defaults
+    from autotune.targets import canonical
+
+    prepared = prepare(tuned["model"], TINY_SHAPES, "host")
+    db = copy_database(tuned["db"], tmp_path / "copy.db")
+    store = Store(db)
+    database = make_sql_database(store, canonical(prepared.target))
+    assert all(_unmeasured_defaults(t, database) == [] for t in prepared.tasks)
+    with store.session() as session:
+        session.execute(update(TuningRecordRow).where(TuningRecordRow.provenance == "heuristic")
+                        .values(source=None))
+        session.commit()
+    stale = [t for t in prepared.tasks if _unmeasured_defaults(t, database)]
+    assert stale and all(p == "heuristic" for t in stale for _, _, p, _ in _unmeasured_defaults(t, database))
+    summary = autotune.tune(tuned["model"], TINY_SHAPES, "host", db, trials=200, confirm=False)
+    assert summary["tasks_from_database"] == len(prepared.tasks)  # nothing left to search ...
+    assert summary["trials_measured"] == sum(len(heuristic_schedules(t.mod, t.target)) for t in stale)
+    assert all(_unmeasured_defaults(t, database) == [] for t in prepared.tasks)  # ... but re-timed

@@ -58,7 +58,7 @@ def manual_job(encoder, tmp_path_factory):
     broken.write_text(textwrap.dedent('''
         from autotune import manual
 
-        @manual.schedule("no-such-block", match="*softmax*")
+        @manual.schedule("no-such-block", match="*layer_norm*")
         def wrong(sch):
             sch.get_sblock("does_not_exist")
     '''))

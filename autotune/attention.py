@@ -1,0 +1,289 @@
+"""Graph pass: each attention block of a Transformer becomes one task.
+
+An exported attention block is a dozen Relax operators: the per-head reshapes and transposes of
+Q, K and V, the scores matmul, its scale and mask, softmax (with the exporter's NaN guard), the
+probabilities × V matmul and the transposes back. TVM's operator fusion leaves five to seven kernels
+of them, and the transposes copy every activation. ``fuse_attention`` groups the block into one
+primitive function, which ``FuseTIR`` turns into one PrimFunc: the scores of a few query rows then
+stay in L1 from the matmul through softmax to the product with V, and Q, V and the output are read
+and written in the model's own layout (``heuristics._attention`` schedules it).
+
+The block is matched by the shape of its data flow, not by one exporter's operator names: a
+``softmax`` whose input comes from a ``matmul`` through single-use elementwise
+ops (scale, mask), and whose output (through an optional ``where(isnan(p), c, p)`` guard) is the
+left operand of a second ``matmul``. The reshapes, transposes and scalar scales of Q and V, and the
+transposes of the output, are pulled in; K's stay outside, so K is transposed once per block rather
+than once per query row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
+LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
+FUNCTION_NAME = "fused_attention"
+
+
+def _op(value) -> str | None:
+    """The operator name of a call to a Relax operator, else None."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return None
+
+
+def _computes(value, op_name: str, kernel: str) -> bool:
+    """Whether ``value`` calls the Relax operator ``op_name`` or the PrimFunc an earlier pass made of
+    it (``FastMathTransform``'s ``fast_softmax``, ``tasks.isnan_as_bit_test``'s ``isnan``)."""
+    from tvm import relax
+
+    if _op(value) == op_name:
+        return True
+    return _op(value) == "relax.call_tir" and isinstance(value.args[0], relax.GlobalVar) \
+        and value.args[0].name_hint.startswith(kernel)
+
+
+def _first_input(value):
+    return value.args[1].fields[0] if _op(value) == "relax.call_tir" else value.args[0]
+
+
+def _substitute(expr, mapping: dict):
+    """``expr`` with the variables in ``mapping`` replaced (calls, tuples and variables)."""
+    from tvm import relax
+
+    if expr in mapping:
+        return mapping[expr]
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_substitute(f, mapping) for f in expr.fields])
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [_substitute(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
+    return expr
+
+
+def _leaves(expr) -> list:
+    """The variables and tensor constants ``expr`` reads (through calls and tuples)."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(expr, (relax.Var, tvm.ir.expr.GenericConst)):
+        return [expr]
+    if isinstance(expr, relax.Tuple):
+        return [v for field in expr.fields for v in _leaves(field)]
+    if isinstance(expr, relax.Call):
+        return [v for arg in expr.args for v in _leaves(arg)]
+    return []
+
+
+def _vars_in(expr) -> list:
+    from tvm import relax
+
+    return [leaf for leaf in _leaves(expr) if isinstance(leaf, relax.Var)]
+
+
+def _shape(var) -> tuple | None:
+    shape = getattr(var.ty, "shape", None)
+    return tuple(int(d) for d in shape) if shape is not None else None
+
+
+def _is_scalar_const(expr) -> bool:
+    import tvm
+
+    return isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1
+
+
+@dataclass
+class _Block:
+    """The bindings of one dataflow block: who binds each variable, and how often it is used."""
+
+    bindings: list
+    producer: dict
+    uses: Counter
+
+    def call(self, var, op_names) -> object | None:
+        """The binding of ``var`` when it is a single-use call to one of ``op_names``."""
+        binding = self.producer.get(var)
+        if binding is None or self.uses[var] != 1 or _op(binding.value) not in op_names:
+            return None
+        return binding
+
+
+def _scores_chain(block: _Block, var, group: list):
+    """Walk from softmax's input back through elementwise ops to the scores matmul."""
+    from tvm import relax
+
+    while True:
+        binding = block.call(var, ELEMENTWISE | {"relax.matmul"})
+        if binding is None:
+            return None
+        group.append(binding)
+        if _op(binding.value) == "relax.matmul":
+            return binding
+        same = [a for a in binding.value.args if isinstance(a, relax.Var) and _shape(a) == _shape(var)]
+        if len(same) != 1:
+            return None
+        var = same[0]
+
+
+def _operand_chain(block: _Block, var, group: list) -> None:
+    """Pull in the single-use reshapes, transposes and scalar scales that produce ``var``."""
+    from tvm import relax
+
+    while isinstance(var, relax.Var):
+        binding = block.call(var, LAYOUT | {"relax.multiply", "relax.divide"})
+        if binding is None:
+            return
+        args = binding.value.args
+        if _op(binding.value) in LAYOUT:
+            var = args[0]
+        elif _is_scalar_const(args[1]):
+            var = args[0]
+        elif _op(binding.value) == "relax.multiply" and _is_scalar_const(args[0]):
+            var = args[1]
+        else:
+            return
+        group.append(binding)
+
+
+def _probabilities_user(block: _Block, prob, users_of: dict, group: list):
+    """The matmul taking softmax's output, through an optional ``where(isnan(p), c, p)`` guard."""
+    users = users_of.get(prob, [])
+    if len(users) == 1 and _op(users[0].value) == "relax.matmul" and users[0].value.args[0].same_as(prob):
+        return users[0]
+    guards = sorted(users, key=lambda u: not _computes(u.value, "relax.isnan", "isnan"))
+    if len(users) != 2 or not _computes(guards[0].value, "relax.isnan", "isnan") \
+            or _op(guards[1].value) != "relax.where":
+        return None
+    isnan, where = guards
+    if block.uses[isnan.var] != 1 or not where.value.args[0].same_as(isnan.var) \
+            or not where.value.args[2].same_as(prob) or block.uses[prob] != 2:
+        return None
+    after = users_of.get(where.var, [])
+    if len(after) != 1 or _op(after[0].value) != "relax.matmul" \
+            or not after[0].value.args[0].same_as(where.var):
+        return None
+    group.extend([isnan, where])
+    return after[0]
+
+
+def _output_chain(block: _Block, var, users_of: dict, group: list):
+    """Pull in the single-use reshapes and transposes after the output; the group's last binding."""
+    last = block.producer[var]
+    while block.uses[var] == 1:
+        users = users_of.get(var, [])
+        if len(users) != 1 or _op(users[0].value) not in LAYOUT:
+            break
+        last = users[0]
+        group.append(last)
+        var = last.var
+    return last
+
+
+def _match(block: _Block, softmax, users_of: dict) -> tuple[list, object] | None:
+    """The bindings of the attention block around ``softmax`` and its last binding, or None."""
+    if len(_shape(softmax.var) or ()) < 3:
+        return None
+    group = [softmax]
+    scores = _scores_chain(block, _first_input(softmax.value), group)
+    output = _probabilities_user(block, softmax.var, users_of, group)
+    if scores is None or output is None:
+        return None
+    group.append(output)
+    _operand_chain(block, scores.value.args[0], group)
+    _operand_chain(block, output.value.args[1], group)
+    last = _output_chain(block, output.var, users_of, group)
+    return group, last
+
+
+def _index(func) -> tuple[list, Counter, dict]:
+    """Every binding of ``func``, how often each variable is used, and each variable's users."""
+    from tvm import relax
+
+    bindings = [b for blk in func.body.blocks for b in blk.bindings]
+    uses: Counter = Counter()
+    users_of: dict = {}
+    for binding in bindings:
+        for var in _vars_in(binding.value):
+            uses[var] += 1
+            users_of.setdefault(var, []).append(binding)
+    for var in _vars_in(func.body.body) if isinstance(func.body.body, (relax.Var, relax.Tuple)) else []:
+        uses[var] += 1
+    return bindings, uses, users_of
+
+
+def _grouped_function(group: list, last):
+    """A primitive Relax function computing ``group`` (in binding order); its parameters."""
+    from tvm import relax
+
+    defined = {b.var for b in group}
+    params: dict = {}  # FuseTIR takes no tensor constants inside: they become parameters too
+    for binding in group:
+        for leaf in _leaves(binding.value):
+            if leaf not in defined and leaf not in params:
+                name = leaf.name if isinstance(leaf, relax.Var) else f"param_{len(params)}"
+                params[leaf] = relax.Var(name, leaf.ty)
+    builder = relax.BlockBuilder()
+    renamed = dict(params)
+    with builder.function(FUNCTION_NAME, list(params.values()), attrs={"Primitive": True}, private=True):
+        with builder.dataflow():
+            for binding in group:
+                call = _substitute(binding.value, renamed)
+                emitted = builder.emit_output(call) if binding.same_as(last) else builder.emit(call)
+                renamed[binding.var] = emitted
+        builder.emit_func_output(renamed[last.var])
+    return builder.get()[FUNCTION_NAME], list(params)
+
+
+def _find_groups(func) -> list[tuple[list, object]]:
+    """Every attention block of ``func`` that lies within one binding block: (bindings, last)."""
+    bindings, uses, users_of = _index(func)
+    block = _Block(bindings, {b.var: b for b in bindings}, uses)
+    block_of = {b.var: i for i, blk in enumerate(func.body.blocks) for b in blk.bindings}
+    taken: set = set()
+    groups = []
+    for binding in bindings:
+        if not _computes(binding.value, "relax.nn.softmax", "fast_softmax"):
+            continue
+        found = _match(block, binding, users_of)
+        if found and len({block_of[b.var] for b in found[0]}) == 1 and not taken & {b.var for b in found[0]}:
+            groups.append(found)
+            taken |= {b.var for b in found[0]}
+    return groups
+
+
+def fuse_attention():
+    """A module pass grouping every attention block of ``main`` into one primitive function."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name="autotune.FuseAttention")
+    def transform(mod, _ctx):
+        main = mod["main"]
+        groups = _find_groups(main)
+        if not groups:
+            return mod
+        builder = relax.BlockBuilder(mod)
+        replace: dict = {}
+        drop: set = set()
+        position = {b.var: i for i, b in enumerate(b for blk in main.body.blocks for b in blk.bindings)}
+        for group, last in groups:
+            group.sort(key=lambda b: position[b.var])
+            func, args = _grouped_function(group, last)
+            gvar = builder.add_func(func, FUNCTION_NAME)
+            replace[last.var] = relax.Call(gvar, args)
+            drop |= {b.var for b in group if not b.same_as(last)}
+        blocks = []
+        for blk in main.body.blocks:
+            kept = [relax.VarBinding(b.var, replace[b.var]) if b.var in replace else b
+                    for b in blk.bindings if b.var not in drop]
+            blocks.append(relax.DataflowBlock(kept) if isinstance(blk, relax.DataflowBlock)
+                          else relax.BindingBlock(kept))
+        body = relax.SeqExpr(blocks, main.body.body)
+        new_main = relax.Function(main.params, body, main.ret_ty, main.is_pure, main.attrs)
+        builder.update_func(mod.get_global_var("main"), new_main)
+        return relax.transform.Normalize()(builder.get())
+
+    return transform
