@@ -97,11 +97,28 @@ def _is_scalar_const(expr) -> bool:
 
 @dataclass
 class _Block:
-    """The bindings of one dataflow block: who binds each variable, and how often it is used."""
+    """The bindings of a function, in order: who binds each variable, who uses it and how often."""
 
     bindings: list
     producer: dict
+    users: dict
     uses: Counter
+
+    @classmethod
+    def of(cls, func) -> "_Block":
+        from tvm import relax
+
+        bindings = [b for blk in func.body.blocks for b in blk.bindings]
+        users: dict = {}
+        uses: Counter = Counter()
+        for binding in bindings:
+            for var in _vars_in(binding.value):
+                uses[var] += 1
+                users.setdefault(var, []).append(binding)
+        result = func.body.body
+        for var in _vars_in(result) if isinstance(result, (relax.Var, relax.Tuple)) else []:
+            uses[var] += 1
+        return cls(bindings, {b.var: b for b in bindings}, users, uses)
 
     def call(self, var, op_names) -> object | None:
         """The binding of ``var`` when it is a single-use call to one of ``op_names``."""
@@ -148,9 +165,9 @@ def _operand_chain(block: _Block, var, group: list) -> None:
         group.append(binding)
 
 
-def _probabilities_user(block: _Block, prob, users_of: dict, group: list):
+def _probabilities_user(block: _Block, prob, group: list):
     """The matmul taking softmax's output, through an optional ``where(isnan(p), c, p)`` guard."""
-    users = users_of.get(prob, [])
+    users = block.users.get(prob, [])
     if len(users) == 1 and _op(users[0].value) == "relax.matmul" and users[0].value.args[0].same_as(prob):
         return users[0]
     guards = sorted(users, key=lambda u: not _computes(u.value, "relax.isnan", "isnan"))
@@ -161,7 +178,7 @@ def _probabilities_user(block: _Block, prob, users_of: dict, group: list):
     if block.uses[isnan.var] != 1 or not where.value.args[0].same_as(isnan.var) \
             or not where.value.args[2].same_as(prob) or block.uses[prob] != 2:
         return None
-    after = users_of.get(where.var, [])
+    after = block.users.get(where.var, [])
     if len(after) != 1 or _op(after[0].value) != "relax.matmul" \
             or not after[0].value.args[0].same_as(where.var):
         return None
@@ -169,11 +186,11 @@ def _probabilities_user(block: _Block, prob, users_of: dict, group: list):
     return after[0]
 
 
-def _output_chain(block: _Block, var, users_of: dict, group: list):
+def _output_chain(block: _Block, var, group: list):
     """Pull in the single-use reshapes and transposes after the output; the group's last binding."""
     last = block.producer[var]
     while block.uses[var] == 1:
-        users = users_of.get(var, [])
+        users = block.users.get(var, [])
         if len(users) != 1 or _op(users[0].value) not in LAYOUT:
             break
         last = users[0]
@@ -182,36 +199,20 @@ def _output_chain(block: _Block, var, users_of: dict, group: list):
     return last
 
 
-def _match(block: _Block, softmax, users_of: dict) -> tuple[list, object] | None:
+def _match(block: _Block, softmax) -> tuple[list, object] | None:
     """The bindings of the attention block around ``softmax`` and its last binding, or None."""
     if len(_shape(softmax.var) or ()) < 3:
         return None
     group = [softmax]
     scores = _scores_chain(block, _first_input(softmax.value), group)
-    output = _probabilities_user(block, softmax.var, users_of, group)
+    output = _probabilities_user(block, softmax.var, group)
     if scores is None or output is None:
         return None
     group.append(output)
     _operand_chain(block, scores.value.args[0], group)
     _operand_chain(block, output.value.args[1], group)
-    last = _output_chain(block, output.var, users_of, group)
+    last = _output_chain(block, output.var, group)
     return group, last
-
-
-def _index(func) -> tuple[list, Counter, dict]:
-    """Every binding of ``func``, how often each variable is used, and each variable's users."""
-    from tvm import relax
-
-    bindings = [b for blk in func.body.blocks for b in blk.bindings]
-    uses: Counter = Counter()
-    users_of: dict = {}
-    for binding in bindings:
-        for var in _vars_in(binding.value):
-            uses[var] += 1
-            users_of.setdefault(var, []).append(binding)
-    for var in _vars_in(func.body.body) if isinstance(func.body.body, (relax.Var, relax.Tuple)) else []:
-        uses[var] += 1
-    return bindings, uses, users_of
 
 
 def _grouped_function(group: list, last):
@@ -238,19 +239,21 @@ def _grouped_function(group: list, last):
 
 
 def _find_groups(func) -> list[tuple[list, object]]:
-    """Every attention block of ``func`` that lies within one binding block: (bindings, last)."""
-    bindings, uses, users_of = _index(func)
-    block = _Block(bindings, {b.var: b for b in bindings}, uses)
+    """Every attention block of ``func`` that lies within one binding block: (bindings in binding
+    order, last binding)."""
+    block = _Block.of(func)
     block_of = {b.var: i for i, blk in enumerate(func.body.blocks) for b in blk.bindings}
+    position = {b.var: i for i, b in enumerate(block.bindings)}
     taken: set = set()
     groups = []
-    for binding in bindings:
+    for binding in block.bindings:
         if not _computes(binding.value, "relax.nn.softmax", "fast_softmax"):
             continue
-        found = _match(block, binding, users_of)
+        found = _match(block, binding)
         if found and len({block_of[b.var] for b in found[0]}) == 1 and not taken & {b.var for b in found[0]}:
-            groups.append(found)
-            taken |= {b.var for b in found[0]}
+            group, last = found
+            groups.append((sorted(group, key=lambda b: position[b.var]), last))
+            taken |= {b.var for b in group}
     return groups
 
 
@@ -268,9 +271,7 @@ def fuse_attention():
         builder = relax.BlockBuilder(mod)
         replace: dict = {}
         drop: set = set()
-        position = {b.var: i for i, b in enumerate(b for blk in main.body.blocks for b in blk.bindings)}
         for group, last in groups:
-            group.sort(key=lambda b: position[b.var])
             func, args = _grouped_function(group, last)
             gvar = builder.add_func(func, FUNCTION_NAME)
             replace[last.var] = relax.Call(gvar, args)

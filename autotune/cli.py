@@ -91,7 +91,8 @@ def cmd_tune(args) -> dict:
     manual = [*(space.manual_modules if space else []), *(args.manual or [])]
     summary = tune(args.model, _shapes(args.shape), _target(args, space), args.db, trials=trials,
                    time_budget_s=time_budget, reuse=not args.no_reuse, fusion=args.fusion,
-                   confirm=not args.no_confirm, config=SearchConfig(trials_per_round=args.trials_per_round), manual=manual,
+                   confirm=not args.no_confirm, config=SearchConfig(trials_per_round=args.trials_per_round),
+                   manual=manual,
                    progress=None if args.quiet else _print_progress, rpc=args.rpc, rpc_key=args.rpc_key,
                    precision=args.precision)
     if not args.json:

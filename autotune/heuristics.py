@@ -201,10 +201,15 @@ def _row_reduction(mod, target, parallel: bool):
 
 
 def _lanes_innermost(sch, partial) -> None:
-    """The rfactor block's lane loop innermost and unrolled (LLVM turns it into vector ops)."""
-    _, lane, *reduction = sch.get_loops(partial)
+    """The rfactor block's lane loop innermost and unrolled (LLVM turns it into vector ops), after
+    its row loops (where several rows share the block, as in attention) and its reduction."""
+    from tvm.tirx import IterVar
+
+    _, lane, *inner = sch.get_loops(partial)  # rfactor puts the lane variable first
+    reductions = sum(v.iter_type == IterVar.CommReduce for v in sch.get(partial).iter_vars)
+    rows, reduction = inner[:-reductions], inner[-reductions:]
     reduction = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
-    sch.reorder(reduction, lane)
+    sch.reorder(*rows, reduction, lane)
     init = sch.decompose_reduction(partial, reduction)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(lane)
@@ -272,16 +277,6 @@ def _register_tile(sch, block, lanes: int) -> None:
     sch.decompose_reduction(block, k)
 
 
-def _partial_lanes_inner(sch, partial) -> None:
-    """An rfactor block under a row block: rows, then the reduction, then its lanes (unrolled)."""
-    inner = sch.get_loops(partial)[-len(sch.get(partial).iter_vars):]
-    lane, rows, reduction = inner[0], inner[-2], inner[-1]  # rfactor puts the lane variable first
-    sch.reorder(rows, reduction, lane)
-    init = sch.decompose_reduction(partial, reduction)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.unroll(lane)
-
-
 def _attention(mod, target, parallel: bool):
     """One attention block (``attention.fuse_attention``): a few query rows at a time, end to end.
 
@@ -320,7 +315,7 @@ def _attention(mod, target, parallel: bool):
         if name in (scores, output):
             _register_tile(sch, block, lanes)
         elif name in partials:
-            _partial_lanes_inner(sch, block)
+            _lanes_innermost(sch, block)
         elif not _is_reduction(sch, block):
             _vectorize_inner(sch, block, lanes)
     for block in blocks[last + 1:]:  # the output's layout change

@@ -95,7 +95,8 @@ class TuningRecordRow(Base):
     error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error_msg: Mapped[str | None] = mapped_column(Text, nullable=True)
     provenance: Mapped[str] = mapped_column(String(64), default="search")
-    source: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # manual: name, file, sha256; heuristic: schedule hash
+    # manual: name, file, sha256; heuristic: its schedule's hash; confirm: the contenders' timings
+    source: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     measured_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     __table_args__ = (Index("ix_records_best", "workload_id", "target_id", "latency_s"),)
 

@@ -323,10 +323,10 @@ def measure_defaults(tasks: list[Task], database, measurer,
         if not chunk:  # the trial budget cannot take the next task's schedules: the search gets the rest
             break
         for provenance in ("heuristic", "default"):
-            mine = [(t, sch, source) for t, sch, p, source in chunk if p == provenance]
+            mine = [item for item in chunk if item[2] == provenance]
             if mine:
-                measure_schedules([(t, sch) for t, sch, _ in mine], database, measurer, provenance,
-                                  sources=[source for _, _, source in mine])
+                measure_schedules([(t, sch) for t, sch, _, _ in mine], database, measurer, provenance,
+                                  sources=[source for *_, source in mine])
         measured += len(chunk)
         durations.append(time.monotonic() - started)
     return measured, durations
@@ -376,7 +376,8 @@ def search(tasks: list[Task], database, measurer, budget: Budget,
                 and (budget.seconds is None or seconds + expected <= budget.seconds))
 
     defaults, round_seconds = measure_defaults(
-        tasks if fixed_for is None else fixed_for, database, measurer, lambda measured, durations: room(already_measured + measured, durations),
+        tasks if fixed_for is None else fixed_for, database, measurer,
+        lambda measured, durations: room(already_measured + measured, durations),
         lambda measured: budget.trials - already_measured - measured if budget.trials else 1 << 30)
     measured_before = already_measured + defaults
     per_round = trials_per_round(budget, len(tasks), config)
