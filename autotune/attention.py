@@ -12,8 +12,9 @@ The block is matched by the shape of its data flow, not by one exporter's operat
 ``softmax`` whose input comes from a ``matmul`` through single-use elementwise
 ops (scale, mask), and whose output (through an optional ``where(isnan(p), c, p)`` guard) is the
 left operand of a second ``matmul``. The reshapes, transposes and scalar scales of Q and V, and the
-transposes of the output, are pulled in; K's stay outside, so K is transposed once per block rather
-than once per query row.
+transposes of the output, are pulled in. K's stay outside, so K is transposed once per block rather
+than once per query row: they join the projection that computes K instead (its matmul and bias
+add), so the projection writes K already transposed per head and no transpose task is left.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
 FUNCTION_NAME = "fused_attention"
+KEY_FUNCTION_NAME = "fused_key_projection"
 
 
 def _op(value) -> str | None:
@@ -199,8 +201,27 @@ def _output_chain(block: _Block, var, group: list):
     return last
 
 
-def _match(block: _Block, softmax) -> tuple[list, object] | None:
-    """The bindings of the attention block around ``softmax`` and its last binding, or None."""
+def _key_projection(block: _Block, key) -> tuple[list, object] | None:
+    """K's layout chain with the matmul (and bias add) computing it, and its last binding; None
+    when K is not laid out by single-use ops after a single-use projection."""
+    chain: list = []
+    _operand_chain(block, key, chain)
+    if not any(_op(b.value) in LAYOUT for b in chain):
+        return None
+    projected = chain[-1].value.args[0] if _op(chain[-1].value) in LAYOUT else \
+        next(a for a in chain[-1].value.args if not _is_scalar_const(a))
+    bias = block.call(projected, {"relax.add"})
+    group = [bias] if bias is not None else []
+    matmuls = [a for a in bias.value.args if block.call(a, {"relax.matmul"})] if bias else [projected]
+    matmul = block.call(matmuls[0], {"relax.matmul"}) if len(matmuls) == 1 else None
+    if matmul is None:
+        return None
+    return [matmul, *group, *chain], block.producer[key]
+
+
+def _match(block: _Block, softmax) -> tuple[list, object, tuple | None] | None:
+    """The bindings of the attention block around ``softmax``, its last binding and its key
+    projection group (``_key_projection``), or None."""
     if len(_shape(softmax.var) or ()) < 3:
         return None
     group = [softmax]
@@ -212,11 +233,11 @@ def _match(block: _Block, softmax) -> tuple[list, object] | None:
     _operand_chain(block, scores.value.args[0], group)
     _operand_chain(block, output.value.args[1], group)
     last = _output_chain(block, output.var, group)
-    return group, last
+    return group, last, _key_projection(block, scores.value.args[1])
 
 
-def _grouped_function(group: list, last):
-    """A primitive Relax function computing ``group`` (in binding order); its parameters."""
+def _grouped_function(group: list, last, name: str):
+    """A primitive Relax function ``name`` computing ``group`` (in binding order); its parameters."""
     from tvm import relax
 
     defined = {b.var for b in group}
@@ -224,41 +245,48 @@ def _grouped_function(group: list, last):
     for binding in group:
         for leaf in _leaves(binding.value):
             if leaf not in defined and leaf not in params:
-                name = leaf.name if isinstance(leaf, relax.Var) else f"param_{len(params)}"
-                params[leaf] = relax.Var(name, leaf.ty)
+                param_name = leaf.name if isinstance(leaf, relax.Var) else f"param_{len(params)}"
+                params[leaf] = relax.Var(param_name, leaf.ty)
     builder = relax.BlockBuilder()
     renamed = dict(params)
-    with builder.function(FUNCTION_NAME, list(params.values()), attrs={"Primitive": True}, private=True):
+    with builder.function(name, list(params.values()), attrs={"Primitive": True}, private=True):
         with builder.dataflow():
             for binding in group:
                 call = _substitute(binding.value, renamed)
                 emitted = builder.emit_output(call) if binding.same_as(last) else builder.emit(call)
                 renamed[binding.var] = emitted
         builder.emit_func_output(renamed[last.var])
-    return builder.get()[FUNCTION_NAME], list(params)
+    return builder.get()[name], list(params)
 
 
-def _find_groups(func) -> list[tuple[list, object]]:
-    """Every attention block of ``func`` that lies within one binding block: (bindings in binding
-    order, last binding)."""
+def _find_groups(func) -> list[tuple[list, object, str]]:
+    """Every attention block of ``func`` and its key projection, each within one binding block:
+    (bindings in binding order, last binding, function name)."""
     block = _Block.of(func)
     block_of = {b.var: i for i, blk in enumerate(func.body.blocks) for b in blk.bindings}
     position = {b.var: i for i, b in enumerate(block.bindings)}
     taken: set = set()
     groups = []
+
+    def take(group: list, last, name: str) -> bool:
+        if len({block_of[b.var] for b in group}) != 1 or taken & {b.var for b in group}:
+            return False
+        groups.append((sorted(group, key=lambda b: position[b.var]), last, name))
+        taken.update(b.var for b in group)
+        return True
+
     for binding in block.bindings:
         if not _computes(binding.value, "relax.nn.softmax", "fast_softmax"):
             continue
         found = _match(block, binding)
-        if found and len({block_of[b.var] for b in found[0]}) == 1 and not taken & {b.var for b in found[0]}:
-            group, last = found
-            groups.append((sorted(group, key=lambda b: position[b.var]), last))
-            taken |= {b.var for b in group}
+        if found and take(found[0], found[1], FUNCTION_NAME) and found[2]:
+            take(*found[2], KEY_FUNCTION_NAME)
     return groups
 
 
 def fuse_attention():
-    """A module pass grouping every attention block of ``main`` into one primitive function."""
+    """A module pass grouping every attention block of ``main``, and the projection computing its
+    K, into one primitive function each."""
     import tvm
     from tvm import relax
 
@@ -271,9 +299,9 @@ def fuse_attention():
         builder = relax.BlockBuilder(mod)
         replace: dict = {}
         drop: set = set()
-        for group, last in groups:
-            func, args = _grouped_function(group, last)
-            gvar = builder.add_func(func, FUNCTION_NAME)
+        for group, last, name in groups:
+            func, args = _grouped_function(group, last, name)
+            gvar = builder.add_func(func, name)
             replace[last.var] = relax.Call(gvar, args)
             drop |= {b.var for b in group if not b.same_as(last)}
         blocks = []

@@ -104,7 +104,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     This is the module tasks come from; compile applies tuned schedules to this same module, so
     workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
     on CPU also makes each attention block one task (``attention.fuse_attention``).
-    ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``).
+    ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``). Common
+    subexpressions are computed once (exporters repeat the attention mask in every layer).
     Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
     within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
@@ -123,6 +124,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
     passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
+              relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and target.kind.name == "llvm":  # heuristics._attention schedules it
         passes.append(fuse_attention())

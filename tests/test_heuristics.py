@@ -40,9 +40,10 @@ def _arguments(mod) -> list[tuple[list[int], str]]:
     return [([int(d) for d in a.shape], str(a.dtype)) for a in ms.arg_info.ArgInfo.from_prim_func(mod["main"])]
 
 
-@pytest.mark.parametrize("kind", ["matmul", "attention", "softmax", "layer_norm", "transpose"])
+@pytest.mark.parametrize("kind", ["matmul", "attention", "key_projection", "softmax", "layer_norm",
+                                  "transpose"])
 def test_heuristic_schedule_matches_naive_nest(prepared, prepared_unfused, kind):
-    tasks = (prepared_unfused if kind == "softmax" else prepared).tasks
+    tasks = (prepared_unfused if kind in ("softmax", "transpose") else prepared).tasks
     task = next(t for t in tasks if kind in t.name and "take" not in t.name)
     schedules = heuristic_schedules(task.mod, task.target)
     assert schedules, f"no heuristic schedule for {task.name}"

@@ -9,6 +9,17 @@ import autotune
 from autotune.jobs import prepare
 
 
+def _save(path, name: str, nodes: list, inputs: dict, outputs: dict, initializers=()) -> str:
+    """Write an opset-17 ONNX graph of float tensors (``{name: shape}``) to ``path``."""
+    def values(tensors: dict) -> list:
+        return [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in tensors.items()]
+
+    graph = helper.make_graph(nodes, name, values(inputs), values(outputs), list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
 def _powers_model(path) -> str:
     """``x**3 + x**2 + x**2.5`` over a ``16 x 32`` input (2.5 must stay a power)."""
     consts = [numpy_helper.from_array(np.array(v, np.float32), n)
@@ -18,12 +29,7 @@ def _powers_model(path) -> str:
              helper.make_node("Pow", ["ax", "two"], ["square"]),
              helper.make_node("Pow", ["ax", "two_and_half"], ["other"]),
              helper.make_node("Sum", ["cube", "square", "other"], ["y"])]
-    graph = helper.make_graph(nodes, "powers",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 32])], consts)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path.write_bytes(model.SerializeToString())
-    return str(path)
+    return _save(path, "powers", nodes, {"x": [16, 32]}, {"y": [16, 32]}, consts)
 
 
 def test_small_powers_become_products_and_still_match_onnxruntime(tmp_path):
@@ -40,12 +46,7 @@ def _nan_guard_model(path) -> str:
     minus_one = numpy_helper.from_array(np.array(-1.0, np.float32), "minus_one")
     nodes = [helper.make_node("Div", ["x", "d"], ["q"]), helper.make_node("IsNaN", ["q"], ["nan"]),
              helper.make_node("Where", ["nan", "minus_one", "q"], ["y"])]
-    graph = helper.make_graph(nodes, "nan_guard",
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [64]) for n in "xd"],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64])], [minus_one])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    path.write_bytes(model.SerializeToString())
-    return str(path)
+    return _save(path, "nan_guard", nodes, {"x": [64], "d": [64]}, {"y": [64]}, [minus_one])
 
 
 def test_isnan_is_a_bit_test_that_still_finds_every_nan(tmp_path):
@@ -61,18 +62,57 @@ def test_isnan_is_a_bit_test_that_still_finds_every_nan(tmp_path):
     np.testing.assert_array_equal(y, np.where(np.isnan(q), np.float32(-1), q))
 
 
-def test_each_attention_block_becomes_one_task(tiny_encoder):
-    """Scores, mask, softmax, × V and the Q/V head transposes: one task, not five to seven."""
-    from autotune.jobs import prepare
+def _one_layer_task(tasks, kind: str):
+    """The one task whose name holds ``kind``, checked to run once per encoder layer."""
     from autotune.models import TINY
 
-    prepared = prepare(tiny_encoder, {"input_ids": (1, 16)}, "host")
-    names = [t.name for t in prepared.tasks]
-    attention = [t for t in prepared.tasks if "attention" in t.name]
-    assert len(attention) == 1 and attention[0].weight == TINY.encoder_layers, names
-    assert not any("softmax" in n for n in names), names
-    blocks = [str(b) for b in attention[0].mod.script().split("T.sblock(")[1:]]
-    assert sum(b.startswith('"matmul') for b in blocks) == 2
-    assert any(b.startswith('"T_transpose') for b in blocks)  # the head layout is read in place
+    found = [t for t in tasks if kind in t.name]
+    assert len(found) == 1 and found[0].weight == TINY.encoder_layers, [t.name for t in tasks]
+    return found[0]
+
+
+def _matmul_blocks(task) -> int:
+    return sum(b.startswith('"matmul') for b in task.mod.script().split("T.sblock(")[1:])
+
+
+def test_each_attention_block_becomes_one_task(tiny_encoder):
+    """Scores, mask, softmax, × V and the Q/V head transposes: one task, not five to seven."""
+    tasks = prepare(tiny_encoder, {"input_ids": (1, 16)}, "host").tasks
+    attention = _one_layer_task(tasks, "attention")
+    assert not any("softmax" in t.name for t in tasks)
+    assert _matmul_blocks(attention) == 2
+    assert '"T_transpose' in attention.mod.script()  # the head layout is read in place
     unfused = prepare(tiny_encoder, {"input_ids": (1, 16)}, "host", fusion="none")
     assert not any("attention" in t.name for t in unfused.tasks)
+
+
+def test_the_key_projection_writes_k_transposed_per_head(tiny_encoder):
+    """K's head transpose joins the matmul computing K: no transpose is left a task of its own."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from autotune.models import TINY
+
+    tasks = prepare(tiny_encoder, {"input_ids": (1, 16)}, "host").tasks
+    key = _one_layer_task(tasks, "key_projection")
+    assert not any("transpose" in t.name for t in tasks)
+    assert _matmul_blocks(key) == 1
+    written = ArgInfo.from_prim_func(key.mod["main"])[-1]
+    head_dim = TINY.d_model // TINY.heads
+    assert [int(d) for d in written.shape] == [1, TINY.heads, head_dim, 16]  # batch, head, dim, key
+
+
+def _twice_the_same_softmax_model(path) -> str:
+    """``softmax(x) @ softmax(x)``, the softmax written twice, as exporters repeat a mask per layer."""
+    nodes = [helper.make_node("Softmax", ["x"], ["a"], axis=-1),
+             helper.make_node("Softmax", ["x"], ["b"], axis=-1),
+             helper.make_node("MatMul", ["a", "b"], ["y"])]
+    return _save(path, "twice", nodes, {"x": [8, 8]}, {"y": [8, 8]})
+
+
+def test_a_repeated_subexpression_is_computed_once(tmp_path):
+    model = _twice_the_same_softmax_model(tmp_path / "twice.onnx")
+    prepared = prepare(model, None, "host")
+    softmax = [t for t in prepared.tasks if "softmax" in t.name]
+    assert [t.weight for t in softmax] == [1], [(t.name, t.weight) for t in prepared.tasks]
+    built = autotune.compile(model, tmp_path / "twice.so", db=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert built["validation"]["passed"]
