@@ -130,7 +130,11 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
         raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
     runners = {"autotune": lambda: compiled(inputs)}
     for name, path in (others or {}).items():
-        runners[name] = (lambda model: lambda: model(inputs))(load(path))
+        other = load(path)
+        if other.manifest["inputs"] != manifest["inputs"]:
+            raise AutotuneError(f"{path} ({name}) takes other inputs than {so_path}: "
+                                f"{other.manifest['inputs']} vs {manifest['inputs']}")
+        runners[name] = (lambda model: lambda: model(inputs))(other)
     if "onnxruntime" in peers:
         runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
     if "untuned" in peers:

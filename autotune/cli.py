@@ -30,6 +30,14 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def named_path(text: str) -> tuple[str, Path]:
+    """A ``NAME=PATH`` flag: a name to report under and a file."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
 def _shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
     from .frontend import parse_shape
 
@@ -152,7 +160,11 @@ def cmd_bench(args) -> dict:
     config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
                          threads=args.threads)
     peers = () if args.no_peers else ("onnxruntime", "untuned")
-    result = bench(args.artifact, config, args.model, peers)
+    others = dict(args.other)
+    if len(others) < len(args.other) or {"autotune", "onnxruntime", "untuned_tvm"} & set(others):
+        raise AutotuneError(f"--other names must be unique and not autotune, onnxruntime or untuned_tvm: "
+                            f"{', '.join(name for name, _ in args.other)}")
+    result = bench(args.artifact, config, args.model, peers, others)
     if not args.json:
         _print_bench(result)
     return result
@@ -374,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
+                   help="another build of the same model and shapes (say, the one in production) "
+                        "taking turns with the rest; repeatable")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("example", help="write a bundled example Transformer as ONNX")

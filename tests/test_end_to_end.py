@@ -87,3 +87,27 @@ def test_bench_reports_percentiles_side_by_side(tuned, tmp_path):
         assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
         assert stats["throughput_per_s"] > 0
     assert result["systems"]["onnxruntime"]["p50_vs_onnxruntime"] == 1.0
+
+
+def test_bench_takes_turns_with_another_build_of_the_same_shapes(tuned, tmp_path, capsys):
+    """``--other NAME=PATH``: say, the build in production beside the new one, in the same run."""
+    import pytest
+
+    from autotune.cli import main
+
+    builds = {name: tmp_path / f"{name}.so" for name in ("new", "unfused", "longer")}
+    autotune.compile(tuned["model"], builds["new"], TINY_SHAPES, "host", tuned["db"], validate=False)
+    autotune.compile(tuned["model"], builds["unfused"], TINY_SHAPES, "host", tuned["db"], validate=False,
+                     fusion="none")
+    autotune.compile(tuned["model"], builds["longer"], {**TINY_SHAPES, "decoder_input_ids": (1, 9)}, "host",
+                     tuned["db"], validate=False)
+    bench = ["bench", str(builds["new"]), "--no-peers", "--count", "5", "--warmup", "1", "--json"]
+    assert main([*bench, "--other", f"unfused={builds['unfused']}"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {name: stats["runs"] for name, stats in result["systems"].items()} == {"autotune": 5, "unfused": 5}
+    assert main([*bench, "--other", f"longer={builds['longer']}"]) == 2
+    assert "longer" in capsys.readouterr().err
+    assert main([*bench, "--other", f"onnxruntime={builds['unfused']}"]) == 2
+    with pytest.raises(SystemExit):
+        main([*bench, "--other", str(builds["unfused"])])
+    assert "NAME=PATH" in capsys.readouterr().err
