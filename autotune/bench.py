@@ -17,12 +17,18 @@ from .errors import AutotuneError
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How long to measure: ``count`` runs, or for ``duration_s`` if given, after ``warmup`` runs."""
+    """How long to measure: ``count`` runs, or for ``duration_s`` if given, after ``warmup`` runs.
+
+    Untuned TVM, tens of times slower than the rest, is timed after the turns for ``untuned_runs``
+    runs (at most ``count``): its ratio does not need turns, and a hundred runs of a real model
+    would take many minutes.
+    """
 
     count: int = 100
     duration_s: float | None = None
     warmup: int = 10
     threads: int | None = None
+    untuned_runs: int = 5
 
 
 def time_runs(run: Callable[[], object], config: BenchConfig) -> list[float]:
@@ -137,9 +143,11 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
         runners[name] = (lambda model: lambda: model(inputs))(other)
     if "onnxruntime" in peers:
         runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
-    if "untuned" in peers:
-        runners["untuned_tvm"] = _untuned_runner(source, manifest, inputs)
     results = {name: summarize(samples, batch) for name, samples in time_interleaved(runners, config).items()}
+    if "untuned" in peers:
+        untuned = _untuned_runner(source, manifest, inputs)
+        runs = min(config.untuned_runs, config.count) if config.duration_s is None else config.untuned_runs
+        results["untuned_tvm"] = summarize(time_runs(untuned, BenchConfig(count=runs, warmup=1)), batch)
     reference = results.get("onnxruntime")
     for stats in results.values():
         if reference:

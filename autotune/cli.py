@@ -158,7 +158,7 @@ def cmd_bench(args) -> dict:
     from .bench import BenchConfig, bench
 
     config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
-                         threads=args.threads)
+                         threads=args.threads, untuned_runs=args.untuned_runs)
     peers = () if args.no_peers else ("onnxruntime", "untuned")
     others = dict(args.other)
     if len(others) < len(args.other) or {"autotune", "onnxruntime", "untuned_tvm"} & set(others):
@@ -386,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--untuned-runs", type=positive_int, default=5,
+                   help="runs of untuned TVM, timed after the rest (it is tens of times slower)")
     p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
                    help="another build of the same model and shapes (say, the one in production) "
                         "taking turns with the rest; repeatable")

@@ -56,13 +56,9 @@ def shapes_for(name: str, batch: int, seq: int) -> dict[str, tuple[int, ...]]:
 
 def measure(so_path: Path, others: dict[str, Path], model: Path, seconds: float, untuned_runs: int) -> dict:
     """p50/p90/p99 and throughput of every build and ONNX Runtime taking turns, then untuned TVM."""
-    systems = bench(so_path, BenchConfig(duration_s=seconds, warmup=3), model, peers=("onnxruntime",),
-                    others=others)
-    result = systems["systems"]
-    if untuned_runs:
-        untuned = bench(so_path, BenchConfig(count=untuned_runs, warmup=1), model, peers=("untuned",))
-        result["untuned_tvm"] = untuned["systems"]["untuned_tvm"]
-    return result
+    peers = ("onnxruntime", "untuned") if untuned_runs else ("onnxruntime",)
+    config = BenchConfig(duration_s=seconds, warmup=3, untuned_runs=untuned_runs)
+    return bench(so_path, config, model, peers=peers, others=others)["systems"]
 
 
 def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_dir: Path) -> dict:
