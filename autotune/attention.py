@@ -208,15 +208,15 @@ def _key_projection(block: _Block, key) -> tuple[list, object] | None:
     _operand_chain(block, key, chain)
     if not any(_op(b.value) in LAYOUT for b in chain):
         return None
-    projected = chain[-1].value.args[0] if _op(chain[-1].value) in LAYOUT else \
-        next(a for a in chain[-1].value.args if not _is_scalar_const(a))
+    first = chain[-1].value
+    projected = first.args[0] if _op(first) in LAYOUT else \
+        next(a for a in first.args if not _is_scalar_const(a))
     bias = block.call(projected, {"relax.add"})
-    group = [bias] if bias is not None else []
-    matmuls = [a for a in bias.value.args if block.call(a, {"relax.matmul"})] if bias else [projected]
-    matmul = block.call(matmuls[0], {"relax.matmul"}) if len(matmuls) == 1 else None
-    if matmul is None:
+    operands = bias.value.args if bias is not None else [projected]
+    matmuls = [m for a in operands if (m := block.call(a, {"relax.matmul"})) is not None]
+    if len(matmuls) != 1:
         return None
-    return [matmul, *group, *chain], block.producer[key]
+    return [*matmuls, *([bias] if bias is not None else []), *chain], block.producer[key]
 
 
 def _match(block: _Block, softmax) -> tuple[list, object, tuple | None] | None:

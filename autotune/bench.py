@@ -136,6 +136,8 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
         raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
     runners = {"autotune": lambda: compiled(inputs)}
     for name, path in (others or {}).items():
+        if name in (*runners, "onnxruntime", "untuned_tvm"):
+            raise AutotuneError(f"another build cannot be named {name!r}: a system of the benchmark is")
         other = load(path)
         if other.manifest["inputs"] != manifest["inputs"]:
             raise AutotuneError(f"{path} ({name}) takes other inputs than {so_path}: "

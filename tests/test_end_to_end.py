@@ -108,6 +108,9 @@ def test_bench_takes_turns_with_another_build_of_the_same_shapes(tuned, tmp_path
     assert main([*bench, "--other", f"longer={builds['longer']}"]) == 2
     assert "longer" in capsys.readouterr().err
     assert main([*bench, "--other", f"onnxruntime={builds['unfused']}"]) == 2
+    assert "onnxruntime" in capsys.readouterr().err
+    assert main([*bench, "--other", f"a={builds['unfused']}", "--other", f"a={builds['new']}"]) == 2
+    assert "unique" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*bench, "--other", str(builds["unfused"])])
     assert "NAME=PATH" in capsys.readouterr().err
