@@ -147,14 +147,15 @@ def _scores_chain(block: _Block, var, group: list):
         var = same[0]
 
 
-def _operand_chain(block: _Block, var, group: list) -> None:
-    """Pull in the single-use reshapes, transposes and scalar scales that produce ``var``."""
+def _operand_chain(block: _Block, var, group: list):
+    """Pull in the single-use reshapes, transposes and scalar scales that produce ``var``; the
+    expression the chain starts from."""
     from tvm import relax
 
     while isinstance(var, relax.Var):
         binding = block.call(var, LAYOUT | {"relax.multiply", "relax.divide"})
         if binding is None:
-            return
+            return var
         args = binding.value.args
         if _op(binding.value) in LAYOUT:
             var = args[0]
@@ -163,8 +164,9 @@ def _operand_chain(block: _Block, var, group: list) -> None:
         elif _op(binding.value) == "relax.multiply" and _is_scalar_const(args[0]):
             var = args[1]
         else:
-            return
+            return var
         group.append(binding)
+    return var
 
 
 def _probabilities_user(block: _Block, prob, group: list):
@@ -205,12 +207,9 @@ def _key_projection(block: _Block, key) -> tuple[list, object] | None:
     """K's layout chain with the matmul (and bias add) computing it, and its last binding; None
     when K is not laid out by single-use ops after a single-use projection."""
     chain: list = []
-    _operand_chain(block, key, chain)
+    projected = _operand_chain(block, key, chain)
     if not any(_op(b.value) in LAYOUT for b in chain):
         return None
-    first = chain[-1].value
-    projected = first.args[0] if _op(first) in LAYOUT else \
-        next(a for a in first.args if not _is_scalar_const(a))
     bias = block.call(projected, {"relax.add"})
     operands = bias.value.args if bias is not None else [projected]
     matmuls = [m for a in operands if (m := block.call(a, {"relax.matmul"})) is not None]

@@ -163,10 +163,14 @@ def _split_lanes_out(sch, blocks, lanes: int) -> list:
     return partials
 
 
-def _is_reduction(sch, block) -> bool:
+def _reduction_axes(sch, block) -> int:
     from tvm.tirx import IterVar
 
-    return any(v.iter_type == IterVar.CommReduce for v in sch.get(block).iter_vars)
+    return sum(v.iter_type == IterVar.CommReduce for v in sch.get(block).iter_vars)
+
+
+def _is_reduction(sch, block) -> bool:
+    return _reduction_axes(sch, block) > 0
 
 
 def _row_reduction(mod, target, parallel: bool):
@@ -203,10 +207,8 @@ def _row_reduction(mod, target, parallel: bool):
 def _lanes_innermost(sch, partial) -> None:
     """The rfactor block's lane loop innermost and unrolled (LLVM turns it into vector ops), after
     its row loops (where several rows share the block, as in attention) and its reduction."""
-    from tvm.tirx import IterVar
-
     _, lane, *inner = sch.get_loops(partial)  # rfactor puts the lane variable first
-    reductions = sum(v.iter_type == IterVar.CommReduce for v in sch.get(partial).iter_vars)
+    reductions = _reduction_axes(sch, partial)
     rows, reduction = inner[:-reductions], inner[-reductions:]
     reduction = sch.fuse(*reduction) if len(reduction) > 1 else reduction[0]
     sch.reorder(*rows, reduction, lane)
