@@ -33,23 +33,33 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_config(None)).get_current_head()
 
 
+def _revision(conn) -> str | None:
+    revision = _context(conn).get_current_revision()
+    if revision is None and inspect(conn).has_table("jobs"):
+        return FIRST_REVISION
+    return revision
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's revision; ``None`` for an empty database.
 
     A database from before migrations existed (tables, no ``alembic_version``) is the first revision.
     """
     with engine.connect() as conn:
-        revision = _context(conn).get_current_revision()
-        if revision is None and inspect(conn).has_table("jobs"):
-            return FIRST_REVISION
-    return revision
+        return _revision(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (creating it when empty)."""
-    current = current_revision(engine)
+    """Bring the database to ``revision`` (creating it when empty), in one transaction.
+
+    On SQLite the write lock is taken before the revision is read: Python's sqlite3 runs DDL outside
+    any transaction, so without it a second process creating the same new file saw the tables before
+    their version row and refused the database as an old revision.
+    """
     with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         config = _config(conn)
-        if current == FIRST_REVISION and not _context(conn).get_current_revision():
+        if _revision(conn) == FIRST_REVISION and not _context(conn).get_current_revision():
             command.stamp(config, FIRST_REVISION)
         command.upgrade(config, revision)

@@ -86,3 +86,25 @@ def test_two_tuners_share_one_sqlite_file(tmp_path, tiny_translation, tiny_encod
     with sqlite3.connect(db_path) as conn:
         duplicated = conn.execute("SELECT count(*) - count(DISTINCT content_sha256) FROM workloads").fetchone()
     assert duplicated == (0,)
+
+
+OPEN_AT = """
+import sys, time
+from autotune.database import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+Store(sys.argv[1])
+"""
+
+
+def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
+    """The first creates the schema; the others wait for it, not refuse a half-made database."""
+    for attempt in range(3):
+        db_url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        start = time.time() + 3
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, db_url, str(start)], env=run_env(),
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], [e[-500:] for e in errors]
+        assert _integrity(tmp_path / f"new{attempt}.db") == "ok"
