@@ -9,9 +9,10 @@ the fastest record per task.
 * attention (``attention.fuse_attention``'s task: two matmuls with softmax between): per block of
   a few query rows, in parallel, scores, mask, softmax and the product with V end to end in L1;
 * matmul-like (one reduction block, epilogue after it): a 6 × 2-vector register tile swept down a
-  column panel one K block at a time, so the weight block (K block × 2 vectors) stays in L1 while
-  every row block uses it; panels (and batch) in parallel, the epilogue fused per panel, producers
-  inlined (``scripts/bench_models.py`` times the heuristic-only build against ONNX Runtime);
+  column panel one K block at a time, so the weight block (K block × 2 vectors: 24 KiB at K 384,
+  in L1; 96 KiB at 1536, in L2) stays in cache while every row block uses it; panels (and batch)
+  in parallel, the epilogue fused per panel, producers inlined (``scripts/bench_models.py`` times
+  the heuristic-only build against ONNX Runtime);
 * softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
   block computed per row, each reduction split into vector-wide partial results; where that does
   not apply, TVM's dlight CPU rule;
@@ -27,7 +28,8 @@ from .targets import target_cores
 
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
 VECTORS_PER_TILE = 2
-K_BLOCK = 128  # the largest divisor of K up to this: 128 × 2 vectors of weights is 8-16 KiB, in L1
+K_BLOCK = 1536  # the largest divisor of K up to this. Weights are pre-packed, so a panel's K block is
+# contiguous; whole K (384, 1536) measured 5-8 % faster alone than blocks of 128, 2 % in MiniLM
 PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
 PARALLEL_MIN_ELEMENTS = 4096  # below this, one core finishes before a parallel region starts
 ATTENTION_ROWS = 4  # query rows per attention step: 4 × 2-vector score tiles; 2 and 8 measured slower
@@ -330,6 +332,8 @@ def _attention(mod, target, parallel: bool):
 
 RULES: tuple[Callable, ...] = (_attention, _matmul, _row_reduction, _reduction, _injective)
 PARALLEL_MIN_FLOPS = 1e7  # unmeasured choice: below this a parallel matmul costs more than it gives
+PARALLEL_MIN_OUTPUT = 32768  # output elements from which a default runs in parallel whatever its FLOPs:
+# MiniLM's LayerNorm (128 × 384, 0.4 MFLOP) took 23 µs serial and 13 µs parallel alone
 
 
 def _prepack_weights(sch):
@@ -373,14 +377,26 @@ def heuristic_schedules(mod, target) -> list:
 
 
 def default_schedule(mod, target):
-    """One heuristic schedule, chosen without measuring (parallel for big tasks), or None."""
+    """One heuristic schedule, chosen without measuring (parallel for many FLOPs or a big output), or
+    None."""
     from tvm.s_tir.analysis import estimate_tir_flops
 
     variants = _variants(mod, target)
     if not variants:
         return None
-    wants_parallel = float(estimate_tir_flops(mod)) >= PARALLEL_MIN_FLOPS
+    wants_parallel = float(estimate_tir_flops(mod)) >= PARALLEL_MIN_FLOPS \
+        or _output_elements(mod) >= PARALLEL_MIN_OUTPUT
     return variants.get(wants_parallel) or next(iter(variants.values()))
+
+
+def _output_elements(mod) -> int:
+    """Elements of the task's last buffer parameter (its output)."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    elements = 1
+    for dim in ArgInfo.from_prim_func(mod["main"])[-1].shape:
+        elements *= int(dim)
+    return elements
 
 
 def schedule_unscheduled(target):

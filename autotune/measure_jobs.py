@@ -3,11 +3,12 @@
 Only the functions named in ``JOBS`` can be called through a worker; nothing else is executed.
 
 Runner settings, chosen for CPU on a small, noisy, shared VM (see STACK_NOTES): each candidate runs
-once to warm up, then ``repeat`` timed repeats, each at least ``min_repeat_ms`` long (TVM raises the
-inner ``number`` for short kernels), and the *median* repeat is the result. Long windows suffered
-from periodic stalls; the median of short repeats ranked candidates as faithfully at a fifth of the
-cost. No cache flush: a kernel's finalists are timed again inside the model at the end of a job
-(``autotune.confirm``), where its weights come from memory as they do in production.
+untimed for ``WARM_UP_S`` (``_warm_up``), then ``repeat`` timed repeats, each at least
+``min_repeat_ms`` long (TVM raises the inner ``number`` for short kernels), and the *median* repeat
+is the result. Long windows suffered from periodic stalls; the median of short repeats ranked
+candidates as faithfully at a fifth of the cost. No cache flush: a kernel's finalists are timed
+again inside the model at the end of a job (``autotune.confirm``), where its weights come from
+memory as they do in production.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 
 
 def ping() -> str:
@@ -52,10 +54,25 @@ def run(artifact_path: str, args_info: list, device_type: str, repeat: int,
     rt_mod = tvm.runtime.load_module(artifact_path)
     device = tvm.runtime.device(device_type, 0)
     args = [_argument(info, device) for info in args_info]
+    _warm_up(rt_mod[rt_mod.entry_name], args, device)
     evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=1, repeat=repeat,
                                       min_repeat_ms=min_repeat_ms)
     device.sync()
     return [float(statistics.median(evaluator(*args).results))]
+
+
+WARM_UP_S = 0.05  # a whole measurement of a 1 ms kernel takes ~20 ms
+
+
+def _warm_up(func, args: list, device) -> None:
+    """Run ``func`` untimed for ``WARM_UP_S``. In a fresh worker, or after serial candidates, a
+    parallel kernel ran at about serial speed for its first 10-60 ms here, so without this the first
+    parallel candidate after serial ones was recorded up to 4× too slow (MiniLM's FFN matmuls at
+    their serial time, in every tuning job)."""
+    deadline = time.perf_counter() + WARM_UP_S
+    while time.perf_counter() < deadline:
+        func(*args)
+        device.sync()
 
 
 def _argument(info: list, device):

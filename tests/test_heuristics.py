@@ -97,6 +97,25 @@ def test_tuning_records_heuristic_schedules(tuned):
     assert counts.get("heuristic", 0) > 0 and counts.get("default", 0) > 0, counts
 
 
+@pytest.mark.parametrize("rows, parallel", [(128, True), (4, False)])
+def test_a_layer_norms_default_runs_in_parallel_when_its_output_is_big(rows, parallel):
+    """LayerNorm has few FLOPs per element: MiniLM's (128 × 384) is far below the matmul threshold,
+    yet ran 23 µs serial and 13 µs parallel. The default goes by its output too; a tiny one stays
+    serial."""
+    import tvm
+    from tvm import te, topi
+
+    from autotune.targets import parse_target
+
+    data = te.placeholder((1, rows, 384), name="data")
+    gamma, beta = te.placeholder((384,), name="gamma"), te.placeholder((384,), name="beta")
+    norm = topi.nn.layer_norm(data, gamma, beta, axis=[-1], epsilon=1e-12)
+    mod = tvm.IRModule({"main": te.create_prim_func([data, gamma, beta, norm])})
+    sch = default_schedule(mod, parse_target("host", num_cores=2))
+    assert sch is not None
+    assert ("sch.parallel(" in str(sch.trace)) == parallel
+
+
 def test_matmul_weights_are_prepacked_and_the_record_round_trips(prepared):
     """The heuristic matmul reads its weights pre-packed, and its record survives the database."""
     import tvm
