@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 import autotune
 from autotune import history
-from autotune.confirm import confirm_alone, finalists
+from autotune.confirm import KEEP_MARGIN, confirm_alone, finalists, winner_index
 from autotune.database import CONFIRM, Store, make_sql_database
 from autotune.jobs import prepare
 from autotune.measure import Measurer
@@ -38,12 +38,23 @@ def test_every_confirmation_was_timed_in_place_against_another_provenance(tuned,
         contenders = row.source["contenders"]
         assert row.source["timed"] == "in place" and row.source["rounds"] >= 3
         assert len({c["record_id"] for c in contenders}) == len(contenders) >= 2
-        winner = min((c for c in contenders if c["retimed_s"] is not None), key=lambda c: c["retimed_s"])
+        winner = contenders[winner_index(contenders, row.source["current_id"])]
         assert winner["record_id"] == row.source["record_id"]
         assert row.latency_s == pytest.approx(winner["retimed_s"])
         with store.session() as session:
             original = session.get(TuningRecordRow, row.source["record_id"])
         assert json.loads(original.record_json)[0] == json.loads(row.record_json)[0]  # same trace
+
+
+@pytest.mark.parametrize("faster_by, replaces", [(0.01, False), (0.10, True)])
+def test_a_finalist_replaces_the_current_pick_only_by_more_than_the_margin(faster_by, replaces):
+    """In-turn timings of equal kernels differ by a few percent: a tie keeps the current pick."""
+    assert 0.01 < KEEP_MARGIN < 0.10
+    contenders = [{"record_id": 7, "retimed_s": 1.0e-3}, {"record_id": 9, "retimed_s": None},
+                  {"record_id": 8, "retimed_s": 1.0e-3 * (1 - faster_by)}]
+    assert winner_index(contenders, current_id=7) == (2 if replaces else 0)
+    assert winner_index(contenders, current_id=None) == 2  # no pick yet: the fastest
+    assert winner_index(contenders, current_id=9) == 2  # the pick was not timed: the fastest
 
 
 def test_compile_and_history_use_the_newest_confirmation(tuned, opened, tmp_path):
