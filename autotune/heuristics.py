@@ -29,7 +29,7 @@ from .targets import target_cores
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
 VECTORS_PER_TILE = 2
 K_BLOCK = 1536  # the largest divisor of K up to this. Weights are pre-packed, so a panel's K block is
-# contiguous; whole K (384, 1536) measured 5-8 % faster alone than blocks of 128, 2 % in MiniLM
+# contiguous; with whole K (384, 1536) MiniLM ran 2 % faster than with blocks of 128 (same-run bench)
 PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
 PARALLEL_MIN_ELEMENTS = 4096  # below this, one core finishes before a parallel region starts
 ATTENTION_ROWS = 4  # query rows per attention step: 4 × 2-vector score tiles; 2 and 8 measured slower

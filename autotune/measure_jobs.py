@@ -66,9 +66,9 @@ WARM_UP_S = 0.05  # a whole measurement of a 1 ms kernel takes ~20 ms
 
 def _warm_up(func, args: list, device) -> None:
     """Run ``func`` untimed for ``WARM_UP_S``. In a fresh worker, or after serial candidates, a
-    parallel kernel ran at about serial speed for its first 10-60 ms here, so without this the first
-    parallel candidate after serial ones was recorded up to 4× too slow (MiniLM's FFN matmuls at
-    their serial time, in every tuning job)."""
+    parallel kernel ran at about serial speed for its first tens of milliseconds here, longer than a
+    whole measurement: every earlier MiniLM job recorded its FFN-up parallel heuristic at the serial
+    one's time."""
     deadline = time.perf_counter() + WARM_UP_S
     while time.perf_counter() < deadline:
         func(*args)
