@@ -33,11 +33,14 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_config(None)).get_current_head()
 
 
+def _predates_migrations(conn, stamped: str | None) -> bool:
+    """Tables but no version row (``stamped`` is None): a database from before migrations existed."""
+    return stamped is None and inspect(conn).has_table("jobs")
+
+
 def _revision(conn) -> str | None:
-    revision = _context(conn).get_current_revision()
-    if revision is None and inspect(conn).has_table("jobs"):
-        return FIRST_REVISION
-    return revision
+    stamped = _context(conn).get_current_revision()
+    return FIRST_REVISION if _predates_migrations(conn, stamped) else stamped
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -60,6 +63,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         config = _config(conn)
-        if _revision(conn) == FIRST_REVISION and not _context(conn).get_current_revision():
+        if _predates_migrations(conn, _context(conn).get_current_revision()):
             command.stamp(config, FIRST_REVISION)
         command.upgrade(config, revision)
