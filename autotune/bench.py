@@ -1,6 +1,8 @@
 """Latency percentiles and throughput of an artifact, side by side with ONNX Runtime and untuned TVM.
 
-The systems take turns in short slices (``time_interleaved``), so machine noise hits them alike.
+The systems take turns in short slices (``time_in_turns``), so machine noise hits them alike; each
+system's ratio to ONNX Runtime is given over the whole run (``p50_vs_onnxruntime``) and turn by turn
+(``turns_vs_onnxruntime``: both ran within seconds of each other, in the same spell of the machine).
 """
 
 from __future__ import annotations
@@ -47,7 +49,13 @@ def turn_order(items: list, turn: int) -> list:
 
 
 def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConfig) -> dict[str, list[float]]:
-    """Wall-clock seconds of each runner's runs, the runners taking turns in short slices.
+    """Wall-clock seconds of each runner's runs, the runners taking turns (``time_in_turns``)."""
+    return {name: [s for turn in turns for s in turn] for name, turns in time_in_turns(runners, config).items()}
+
+
+def time_in_turns(runners: dict[str, Callable[[], object]], config: BenchConfig
+                  ) -> dict[str, list[list[float]]]:
+    """Wall-clock seconds of each runner's runs, turn by turn: the runners take turns in short slices.
 
     On a shared machine the speed drifts over seconds; taking turns spreads every drift over all
     systems alike, so their ratios hold even when the absolute figures move. With several runners,
@@ -59,21 +67,22 @@ def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConf
         for _ in range(config.warmup):
             run()
     names = list(runners)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    turns: dict[str, list[list[float]]] = {name: [] for name in names}
     slice_s = config.duration_s / (INTERLEAVE_SLICES * len(names)) if config.duration_s else None
     per_slice = -(-config.count // INTERLEAVE_SLICES)
     for index in range(INTERLEAVE_SLICES):
         for name in turn_order(names, index):
-            _take_turn(runners[name], samples[name], min(len(samples[name]) + per_slice, config.count),
-                       slice_s, warm=len(names) > 1)
-    return samples
+            taken = sum(map(len, turns[name]))
+            turns[name].append(_take_turn(runners[name], min(taken + per_slice, config.count) - taken,
+                                          slice_s, warm=len(names) > 1))
+    return turns
 
 
-def _take_turn(run: Callable[[], object], samples: list[float], goal: int, slice_s: float | None,
-               warm: bool) -> None:
-    """Timed runs until ``samples`` holds ``goal`` (or ``slice_s`` is up); one untimed first if ``warm``."""
-    if slice_s is None and len(samples) >= goal:
-        return
+def _take_turn(run: Callable[[], object], goal: int, slice_s: float | None, warm: bool) -> list[float]:
+    """``goal`` timed runs (or as many as ``slice_s`` allows); one untimed first if ``warm``."""
+    samples: list[float] = []
+    if slice_s is None and goal <= 0:
+        return samples
     if warm:
         run()
     deadline = time.perf_counter() + slice_s if slice_s else None
@@ -81,6 +90,21 @@ def _take_turn(run: Callable[[], object], samples: list[float], goal: int, slice
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
+    return samples
+
+
+def turn_ratios(turns: list[list[float]], reference: list[list[float]]) -> dict | None:
+    """The median run of each turn over the reference's median in the same slice, seconds apart.
+
+    The ratio of two p50s over a whole run mixes the machine's fast and slow spells; per turn, both
+    systems ran in the same spell. Returns the median, lowest and highest of those ratios (None
+    when no turn timed both)."""
+    ratios = [float(np.median(mine) / np.median(theirs)) for mine, theirs in zip(turns, reference)
+              if mine and theirs]
+    if not ratios:
+        return None
+    return {"median": float(np.median(ratios)), "lowest": min(ratios), "highest": max(ratios),
+            "turns": len(ratios)}
 
 
 def summarize(samples: list[float], batch: int) -> dict:
@@ -145,14 +169,17 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
         runners[name] = (lambda model: lambda: model(inputs))(other)
     if "onnxruntime" in peers:
         runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
-    results = {name: summarize(samples, batch) for name, samples in time_interleaved(runners, config).items()}
+    turns = time_in_turns(runners, config)
+    results = {name: summarize([s for turn in system for s in turn], batch) for name, system in turns.items()}
     if "untuned" in peers:
         untuned = _untuned_runner(source, manifest, inputs)
         runs = min(config.untuned_runs, config.count) if config.duration_s is None else config.untuned_runs
         results["untuned_tvm"] = summarize(time_runs(untuned, BenchConfig(count=runs, warmup=1)), batch)
     reference = results.get("onnxruntime")
-    for stats in results.values():
+    for name, stats in results.items():
         if reference:
             stats["p50_vs_onnxruntime"] = stats["p50_ms"] / reference["p50_ms"]
+            if name in turns and name != "onnxruntime":
+                stats["turns_vs_onnxruntime"] = turn_ratios(turns[name], turns["onnxruntime"])
     return {"artifact": str(so_path), "threads": threads, "batch": batch,
             "inputs": {s.name: list(s.shape) for s in specs}, "systems": results}

@@ -170,9 +170,15 @@ def cmd_bench(args) -> dict:
 
 
 def _print_bench(result: dict) -> None:
-    rows = [{"system": name, **stats} for name, stats in result["systems"].items()]
+    rows = [{"system": name, **stats, "per_turn_vs_onnxruntime": _turn_range(stats.get("turns_vs_onnxruntime"))}
+            for name, stats in result["systems"].items()]
     print(table(rows, ["system", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s",
-                       "p50_vs_onnxruntime"]))
+                       "p50_vs_onnxruntime", "per_turn_vs_onnxruntime"]))
+
+
+def _turn_range(ratios: dict | None) -> str:
+    """``median (lowest-highest)`` of the per-turn ratios, or empty."""
+    return f"{ratios['median']:.3f} ({ratios['lowest']:.3f}-{ratios['highest']:.3f})" if ratios else ""
 
 
 def cmd_example(args) -> dict:

@@ -90,7 +90,11 @@ def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_
     reference = row["systems"]["onnxruntime"]["p50_ms"]
     row["p50_vs_onnxruntime"] = {system: round(stats["p50_ms"] / reference, 3)
                                  for system, stats in row["systems"].items()}
-    print(json.dumps({"done": tag, "p50_vs_onnxruntime": row["p50_vs_onnxruntime"]}), file=sys.stderr)
+    row["turns_vs_onnxruntime"] = {system: stats["turns_vs_onnxruntime"]
+                                   for system, stats in row["systems"].items() if stats.get("turns_vs_onnxruntime")}
+    print(json.dumps({"done": tag, "p50_vs_onnxruntime": row["p50_vs_onnxruntime"],
+                      "per_turn_median": {s: round(r["median"], 3) for s, r in row["turns_vs_onnxruntime"].items()}}),
+          file=sys.stderr)
     return row
 
 

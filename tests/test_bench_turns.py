@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from autotune.bench import INTERLEAVE_SLICES, BenchConfig, time_interleaved
+import pytest
+
+from autotune.bench import INTERLEAVE_SLICES, BenchConfig, time_in_turns, time_interleaved, turn_ratios
 
 
 def test_turns_rotate_and_start_with_an_untimed_run():
@@ -29,3 +31,23 @@ def test_a_single_runner_has_no_untimed_turn_starts():
     calls: list[str] = []
     samples = time_interleaved({"only": lambda: calls.append("only")}, BenchConfig(count=30, warmup=0))
     assert len(samples["only"]) == 30 and len(calls) == 30
+
+
+def test_runs_are_kept_turn_by_turn():
+    calls: list[str] = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    turns = time_in_turns(runners, BenchConfig(count=25, warmup=0))
+    assert [len(turn) for turn in turns["a"]] == [3, 3, 3, 3, 3, 3, 3, 3, 1, 0]
+    assert sum(map(len, turns["b"])) == 25
+    assert len(calls) == 2 * (25 + 9)  # an untimed run opens every turn that times a run
+
+
+def test_turn_ratios_compare_each_turn_with_the_reference_in_the_same_turn():
+    reference = [[10.0, 12.0, 11.0], [20.0, 21.0, 22.0], [], [30.0]]
+    mine = [[8.0, 9.0, 8.5], [16.0, 17.0, 17.6], [5.0], [27.0]]
+    ratios = turn_ratios(mine, reference)
+    assert ratios["turns"] == 3  # the turn the reference did not time is left out
+    assert ratios["lowest"] == pytest.approx(8.5 / 11.0)
+    assert ratios["median"] == pytest.approx(17.0 / 21.0)
+    assert ratios["highest"] == pytest.approx(27.0 / 30.0)
+    assert turn_ratios([[1.0]], [[]]) is None

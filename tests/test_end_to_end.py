@@ -87,6 +87,9 @@ def test_bench_reports_percentiles_side_by_side(tuned, tmp_path):
         assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
         assert stats["throughput_per_s"] > 0
     assert result["systems"]["onnxruntime"]["p50_vs_onnxruntime"] == 1.0
+    turns = result["systems"]["autotune"]["turns_vs_onnxruntime"]
+    assert turns["turns"] == 10 and 0 < turns["lowest"] <= turns["median"] <= turns["highest"]
+    assert "turns_vs_onnxruntime" not in result["systems"]["untuned_tvm"]  # not timed in the turns
 
 
 def test_bench_takes_turns_with_another_build_of_the_same_shapes(tuned, tmp_path, capsys):
