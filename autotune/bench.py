@@ -50,7 +50,12 @@ def turn_order(items: list, turn: int) -> list:
 
 def time_interleaved(runners: dict[str, Callable[[], object]], config: BenchConfig) -> dict[str, list[float]]:
     """Wall-clock seconds of each runner's runs, the runners taking turns (``time_in_turns``)."""
-    return {name: [s for turn in turns for s in turn] for name, turns in time_in_turns(runners, config).items()}
+    return {name: _runs(turns) for name, turns in time_in_turns(runners, config).items()}
+
+
+def _runs(turns: list[list[float]]) -> list[float]:
+    """Every run of every turn, in order."""
+    return [seconds for turn in turns for seconds in turn]
 
 
 def time_in_turns(runners: dict[str, Callable[[], object]], config: BenchConfig
@@ -170,7 +175,7 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     if "onnxruntime" in peers:
         runners["onnxruntime"] = _onnxruntime_runner(source, inputs, threads)
     turns = time_in_turns(runners, config)
-    results = {name: summarize([s for turn in system for s in turn], batch) for name, system in turns.items()}
+    results = {name: summarize(_runs(system), batch) for name, system in turns.items()}
     if "untuned" in peers:
         untuned = _untuned_runner(source, manifest, inputs)
         runs = min(config.untuned_runs, config.count) if config.duration_s is None else config.untuned_runs
