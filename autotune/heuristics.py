@@ -22,6 +22,7 @@ the fastest record per task.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from .targets import target_cores
@@ -393,10 +394,7 @@ def _output_elements(mod) -> int:
     """Elements of the task's last buffer parameter (its output)."""
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-    elements = 1
-    for dim in ArgInfo.from_prim_func(mod["main"])[-1].shape:
-        elements *= int(dim)
-    return elements
+    return math.prod(int(dim) for dim in ArgInfo.from_prim_func(mod["main"])[-1].shape)
 
 
 def schedule_unscheduled(target):

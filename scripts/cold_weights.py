@@ -41,15 +41,17 @@ def matmul_task(m: int, k: int, n: int):
 
 
 def build_default(mod, target):
-    """The task's heuristic default schedule, built as the tuner's runner builds candidates."""
+    """The task's heuristic default schedule, built by the runner's own build job; the loaded
+    kernel and its arguments' info."""
     import tvm
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     from autotune.heuristics import default_schedule
+    from autotune.measure_jobs import build
 
-    scheduled = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(default_schedule(mod, target).mod)
-    return tvm.tirx.build(scheduled, target=target), [a.as_json() for a in ArgInfo.from_prim_func(scheduled["main"])]
+    scheduled = default_schedule(mod, target).mod
+    lib = tvm.runtime.load_module(build(tvm.ir.save_json(scheduled), str(target)))
+    return lib, [a.as_json() for a in ArgInfo.from_entry_func(scheduled)]
 
 
 def time_shape(m: int, k: int, n: int, rounds: int, runs: int) -> dict:
