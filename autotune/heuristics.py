@@ -8,9 +8,9 @@ the fastest record per task.
 
 * attention (``attention.fuse_attention``'s task: two matmuls with softmax between): per block of
   a few query rows, in parallel, scores, mask, softmax and the product with V end to end in L1;
-* matmul-like (one reduction block, epilogue after it): a 6 × 2-vector register tile swept down a
-  column panel one K block at a time, so the weight block (K block × 2 vectors: 24 KiB at K 384,
-  in L1; 96 KiB at 1536, in L2) stays in cache while every row block uses it; panels (and batch)
+* matmul-like (one reduction block, epilogue after it): a 4 × 3- or 6 × 2-vector register tile
+  swept down a column panel one K block at a time, so the weight block (K block × 3 vectors of 8 lanes:
+  36 KiB at K 384, 144 KiB at 1536, both in L2) stays in cache while every row block uses it; panels (and batch)
   in parallel, the epilogue fused per panel, producers inlined (``scripts/bench_models.py`` times
   the heuristic-only build against ONNX Runtime);
 * softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
@@ -29,6 +29,8 @@ from .targets import target_cores
 
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
 VECTORS_PER_TILE = 2
+WIDE_TILE = (4, 3)  # rows × vectors, also 12 accumulators but 7 loads per 12 FMAs instead of 8; only
+# where it divides the output (a row remainder's predicate costs more than the tile gains)
 K_BLOCK = 1536  # the largest divisor of K up to this. Weights are pre-packed, so a panel's K block is
 # contiguous; with whole K (384, 1536) MiniLM ran 2 % faster than with blocks of 128 (same-run bench)
 PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
@@ -114,11 +116,13 @@ def _matmul(mod, target, parallel: bool):
     _inline_producers(sch, block)
     lanes = vector_lanes(target)
     *batch, rows, cols, reduction = sch.get_loops(block)
-    col_tile = _column_tile(_extent(sch, cols), lanes)
+    wide = _epilogue_keeps_layout(sch, block)
+    row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, wide)
     if batch and _extent(sch, cols) // col_tile >= PANELS_PER_CORE * target_cores(target):
         rows, batch = sch.fuse(*batch, rows), []  # enough panels: a weight block serves every batch row
+        row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, wide)
     col_out, col_in = sch.split(cols, [None, col_tile])
-    row_out, row_in = sch.split(rows, [None, min(ROWS, _extent(sch, rows))])
+    row_out, row_in = sch.split(rows, [None, row_tile])
     k_extent = _extent(sch, reduction)
     k_block = _largest_divisor(k_extent, K_BLOCK)
     k_out, k_in = sch.split(reduction, [None, k_block if k_block >= lanes else k_extent])
@@ -130,9 +134,40 @@ def _matmul(mod, target, parallel: bool):
         sch.reverse_compute_at(consumer, panel)
         _vectorize_inner(sch, consumer, lanes)
     sch.unroll(row_in)
-    sch.vectorize(col_in)
+    _vectorize_columns(sch, col_in, lanes)
     sch.decompose_reduction(block, k_out)
     return sch
+
+
+def _matmul_tile(rows: int, cols: int, lanes: int, wide: bool) -> tuple[int, int]:
+    """(rows, columns) of the register tile: ``WIDE_TILE`` where allowed (``wide``) and it divides
+    the output, else ROWS (or fewer) rows × ``_column_tile`` columns."""
+    wide_rows, wide_vectors = WIDE_TILE
+    if wide and rows % wide_rows == 0 and cols % (wide_vectors * lanes) == 0:
+        return wide_rows, wide_vectors * lanes
+    return min(ROWS, rows), _column_tile(cols, lanes)
+
+
+def _epilogue_keeps_layout(sch, block) -> bool:
+    """Whether every consumer of ``block`` writes a buffer of its shape (bias, activation, residual).
+
+    A layout change after it (e.g. K split into heads of 32) must not get a 24-column panel: TVM
+    0.27's region inference for a panel straddling two heads gives a wrong bounding box.
+    """
+    shape = [int(d) for d in sch.get(block).writes[0].source.shape]
+    return all([int(d) for d in sch.get(c).writes[0].source.shape] == shape for c in sch.get_consumers(block))
+
+
+def _vectorize_columns(sch, loop, lanes: int) -> None:
+    """A tile's columns as vectors: one vector op if their count is a power of two (LLVM splits it
+    into registers), else one unrolled op per vector (LLVM ran a 24-wide vector op ~10× slower)."""
+    extent = _extent(sch, loop)
+    if extent & (extent - 1) == 0 or extent % lanes:
+        sch.vectorize(loop)
+        return
+    vectors, lane = sch.split(loop, [None, lanes])
+    sch.unroll(vectors)
+    sch.vectorize(lane)
 
 
 def _inline_single_use(sch, keep: frozenset = frozenset()) -> None:
