@@ -18,17 +18,19 @@ def build_tuned(fused_mod, target, database):
     """A Relax executable of ``fused_mod`` with the database's best schedule for every task it has.
 
     Tasks without a record get a heuristic default schedule instead of the naive loop nest. On CPU,
-    the weight layouts the schedules chose are computed here, once, from the constants.
+    the weight layouts the schedules chose are computed here, once, from the constants, and the
+    schedules that ask for it get their weight prefetches (``prefetch``).
     """
     import tvm
     from tvm import relax
 
     from .cuda import codegen_fallback
     from .heuristics import schedule_unscheduled
+    from .prefetch import prefetch_pass
     from .tasks import backend_pipeline
 
     pipeline = backend_pipeline(target)
-    prepack = [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    prepack = [prefetch_pass(), relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     with target, database, tvm.transform.PassContext(opt_level=3), codegen_fallback(target):
         apply_and_lower = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(),
                                                     schedule_unscheduled(target),

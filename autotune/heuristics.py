@@ -11,8 +11,9 @@ the fastest record per task.
 * matmul-like (one reduction block, epilogue after it): a 4 × 3- or 6 × 2-vector register tile
   swept down a column panel one K block at a time, so the weight block (K block × 3 vectors of 8 lanes:
   36 KiB at K 384, 144 KiB at 1536, both in L2) stays in cache while every row block uses it; panels (and batch)
-  in parallel, the epilogue fused per panel, producers inlined (``scripts/bench_models.py`` times
-  the heuristic-only build against ONNX Runtime);
+  in parallel, the epilogue fused per panel, producers inlined, the next panel's weights prefetched
+  a share per row block (``prefetch``; ``scripts/bench_models.py`` times the heuristic-only build
+  against ONNX Runtime);
 * softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
   block computed per row, each reduction split into vector-wide partial results; where that does
   not apply, TVM's dlight CPU rule;
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .prefetch import ANNOTATION as PREFETCH_ANNOTATION
 from .targets import target_cores
 
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
@@ -136,6 +138,7 @@ def _matmul(mod, target, parallel: bool):
     sch.unroll(row_in)
     _vectorize_columns(sch, col_in, lanes)
     sch.decompose_reduction(block, k_out)
+    sch.annotate(row_out, PREFETCH_ANNOTATION, 1)  # the next panel's weights, a share per row block
     return sch
 
 

@@ -35,8 +35,9 @@ def build(mod_json: str, target_json: str) -> str:
     from tvm.support.tar import tar
 
     from .cuda import codegen_fallback, export_options
+    from .prefetch import prefetch_pass
 
-    mod = tvm.ir.load_json(mod_json)
+    mod = prefetch_pass()(tvm.ir.load_json(mod_json))
     target = tvm.target.Target(json.loads(target_json))
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     with codegen_fallback(target):
