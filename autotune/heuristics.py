@@ -9,11 +9,11 @@ the fastest record per task.
 * attention (``attention.fuse_attention``'s task: two matmuls with softmax between): per block of
   a few query rows, in parallel, scores, mask, softmax and the product with V end to end in L1;
 * matmul-like (one reduction block, epilogue after it): a 4 × 3- or 6 × 2-vector register tile
-  swept down a column panel one K block at a time, so the weight block (K block × 3 vectors of 8 lanes:
-  36 KiB at K 384, 144 KiB at 1536, both in L2) stays in cache while every row block uses it; panels (and batch)
-  in parallel, the epilogue fused per panel, producers inlined, the next panel's weights prefetched
-  a share per row block (``prefetch``; ``scripts/bench_models.py`` times the heuristic-only build
-  against ONNX Runtime);
+  swept down a column panel one K block at a time, so the weight block (K block × the tile's
+  columns: with 24, 36 KiB at K 384 and 144 KiB at 1536, in L2) stays in cache while every row
+  block uses it; panels (and batch) in parallel, the epilogue fused per panel, producers inlined,
+  the next panel's weights prefetched a share per row block (``prefetch``;
+  ``scripts/bench_models.py`` times the heuristic-only build against ONNX Runtime);
 * softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
   block computed per row, each reduction split into vector-wide partial results; where that does
   not apply, TVM's dlight CPU rule;

@@ -112,7 +112,8 @@ def _prefetch_loop(row_blocks, panel_loop, weights):
     def const(value: int):
         return tirx.IntImm(dtype, value)
 
-    panel_bytes = math.prod(int(d) for d in weights.shape[1:]) * tvm.runtime.DataType(str(weights.dtype)).bits // 8
+    element_bytes = tvm.runtime.DataType(str(weights.dtype)).bits // 8
+    panel_bytes = math.prod(int(d) for d in weights.shape[1:]) * element_bytes
     lines = max(1, math.ceil(math.ceil(panel_bytes / CACHE_LINE) / int(row_blocks.extent)))
     line = tirx.Var("prefetch_line", dtype)
     next_panel = tirx.min(panel_loop.loop_var + const(1), const(int(weights.shape[0]) - 1))

@@ -204,7 +204,8 @@ def _matmul_task(epilogue: str):
     product = te.compute((128, 384), lambda i, j: te.sum(a[i, k] * w[k, j], axis=k), name="matmul")
     out = te.compute((128, 384), lambda i, j: product[i, j] + bias[j], name="add")
     if epilogue == "heads":
-        out = te.compute((12, 32, 128), lambda h, d, s: product[s, h * 32 + d] + bias[h * 32 + d], name="heads")
+        out = te.compute((12, 32, 128), lambda h, d, s: product[s, h * 32 + d] + bias[h * 32 + d],
+                         name="heads")
     func = te.create_prim_func([a, w, bias, out]).with_attr("layout_free_buffers", [1, 2])
     return tvm.IRModule({"main": func})
 
@@ -227,8 +228,8 @@ def test_the_wide_register_tile_only_where_panels_keep_the_outputs_layout(epilog
     *ins, (shape, dtype) = _arguments(mod)
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal(s).astype(d) for s, d in ins]
-    np.testing.assert_allclose(_run(sch.mod, target, inputs, shape, dtype), _run(mod, target, inputs, shape, dtype),
-                               rtol=1e-5, atol=1e-5)
+    expected = _run(mod, target, inputs, shape, dtype)
+    np.testing.assert_allclose(_run(sch.mod, target, inputs, shape, dtype), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_heuristic_matmul_prefetches_its_next_weight_panel_and_stays_exact():
