@@ -4,9 +4,10 @@
 Alone, as the tuner measures it, a kernel reads the same weights every run, so they stay in cache;
 inside a model (MiniLM's weights are 42 MB, more than this VM's L3) each layer's weights come from
 memory. This script builds one matmul + bias task per shape with its heuristic default schedule
-(weights pre-packed, as compile packs them, and prefetched a panel ahead), then times it in turns: ``warm`` reuses one weight
-tensor, ``cold`` rotates through copies that together exceed the last-level cache. The ratio
-cold / warm is the part of the in-place slowdown that the weights' memory traffic explains.
+(weights pre-packed, as compile packs them, and prefetched a panel ahead), then times it in turns:
+``warm`` reuses one weight tensor, ``cold`` rotates through copies that together exceed the
+last-level cache. The ratio cold / warm is the part of the in-place slowdown that the weights'
+memory traffic explains.
 
     python scripts/cold_weights.py --shapes 128x384x384 128x384x1536 128x1536x384 --rounds 6
 """
