@@ -52,12 +52,11 @@ def read_manifest(so_path: Path) -> dict:
 
 
 def _check_host(manifest: dict, so_path: Path) -> None:
-    from .targets import host_cpu_flags
+    from .targets import lacking_on_host
 
     if manifest.get("target_kind") == "cuda":
         return  # GPU and arch are checked when TVM's runtime is loaded (CompiledModel)
-    missing = [f for f in manifest.get("required_features", [])
-               if f.replace("-", "_") not in host_cpu_flags()]
+    missing = lacking_on_host(manifest.get("required_features", []))
     if missing:
         raise AutotuneError(f"{so_path} was compiled for mcpu={manifest.get('mcpu')}, which needs "
                             f"{', '.join(missing)}; this host's CPU lacks them")

@@ -11,6 +11,9 @@ from .errors import AutotuneError
 # ISA extensions a CPU target may require; checked against /proc/cpuinfo before running code.
 _CHECKED_FEATURES = ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni", "avx512bf16",
                      "avx512fp16", "amx-tile", "amx-bf16", "amx-int8", "avx2", "fma", "avx")
+# Where /proc/cpuinfo spells a feature otherwise than LLVM (the rest only swap '-' for '_').
+_CPUINFO_SPELLINGS = {"avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16",
+                      "avx512fp16": "avx512_fp16"}
 
 CUDA_ARCHS = {"cuda-sm80": "sm_80", "cuda-sm89": "sm_89", "cuda-sm90": "sm_90a"}
 # Limits MetaSchedule's CUDA rules need (thread binding, shared memory), as TVM's nvidia/* tags
@@ -105,10 +108,15 @@ def required_features(target) -> list[str]:
         return [f for f in _CHECKED_FEATURES if codegen.llvm_cpu_has_features(f, target)]
 
 
+def lacking_on_host(features: list[str]) -> list[str]:
+    """Those of the LLVM-named ``features`` that this host's CPU lacks."""
+    flags = host_cpu_flags()
+    return [f for f in features if _CPUINFO_SPELLINGS.get(f, f.replace("-", "_")) not in flags]
+
+
 def missing_host_features(target) -> list[str]:
     """Features the target needs that this host's CPU lacks (empty when it can run here)."""
-    flags = host_cpu_flags()
-    return [f for f in required_features(target) if f.replace("-", "_") not in flags]
+    return lacking_on_host(required_features(target))
 
 
 def check_runnable_here(target, what: str) -> None:

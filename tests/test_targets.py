@@ -3,7 +3,8 @@
 import pytest
 
 from autotune import AutotuneError
-from autotune.targets import check_runnable_here, host_cpu_flags, missing_host_features, parse_target
+from autotune.targets import (check_runnable_here, host_cpu_flags, lacking_on_host, missing_host_features,
+                              parse_target)
 
 
 def test_host_target_runs_here():
@@ -25,3 +26,13 @@ def test_avx512_target_names_its_features():
 def test_json_target_and_cuda_names():
     assert str(parse_target('{"kind": "llvm", "mcpu": "haswell"}').attrs["mcpu"]) == "haswell"
     assert str(parse_target("cuda-sm90").attrs["arch"]) == "sm_90a"
+
+
+def test_features_are_looked_up_under_cpuinfos_spelling(monkeypatch):
+    # /proc/cpuinfo of a Sapphire Rapids: LLVM's avx512vnni is cpuinfo's avx512_vnni, amx-tile amx_tile.
+    sapphire_rapids = frozenset("avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16 "
+                                "avx512_fp16 amx_tile amx_bf16 amx_int8".split())
+    monkeypatch.setattr("autotune.targets.host_cpu_flags", lambda: sapphire_rapids)
+    assert missing_host_features(parse_target("avx512")) == []
+    assert lacking_on_host(["avx512vnni", "amx-int8", "avx512bf16", "avx512fp16"]) == []
+    assert lacking_on_host(["avx512vnni", "avx512vp2intersect"]) == ["avx512vp2intersect"]
