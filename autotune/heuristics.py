@@ -11,7 +11,8 @@ the fastest record per task.
 * matmul-like (one reduction block, epilogue after it): a 4 × 3- or 6 × 2-vector register tile
   swept down a column panel one K block at a time, so the weight block (K block × the tile's
   columns: with 24, 36 KiB at K 384 and 144 KiB at 1536, in L2) stays in cache while every row
-  block uses it; panels (and batch) in parallel, the epilogue fused per panel, producers inlined,
+  block uses it; panels (and batch) in parallel, the epilogue fused per panel (panels never
+  straddle the heads an epilogue splits the columns into), producers inlined,
   the next panel's weights prefetched a share per row block (``prefetch``;
   ``scripts/bench_models.py`` times the heuristic-only build against ONNX Runtime);
 * softmax- and LayerNorm-like (row reductions feeding an injective block): rows in parallel, every
@@ -57,12 +58,20 @@ def _largest_divisor(extent: int, limit: int) -> int:
     return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
 
 
-def _column_tile(extent: int, lanes: int) -> int:
-    """Two vectors, else one, else the largest divisor that fits two vectors."""
+def _column_tile(extent: int, lanes: int, group: int | None = None) -> int:
+    """Two vectors, else one, else the largest divisor that fits two vectors; with a column
+    ``group``, two vectors or one only where panels of that width do not straddle groups."""
     for tile in (lanes * VECTORS_PER_TILE, lanes):
-        if extent % tile == 0:
+        if extent % tile == 0 and _panels_fit_groups(tile, group):
             return tile
     return _largest_divisor(extent, lanes * VECTORS_PER_TILE)
+
+
+def _panels_fit_groups(panel: int, group: int | None) -> bool:
+    """Whether column panels of width ``panel`` each lie within one group of ``group`` columns or
+    cover whole groups (always, where the epilogue keeps the columns as they are: ``None``; never
+    where its mapping is unknown: 0)."""
+    return group is None or (group > 0 and (panel % group == 0 or group % panel == 0))
 
 
 def _extent(sch, loop) -> int:
@@ -118,11 +127,11 @@ def _matmul(mod, target, parallel: bool):
     _inline_producers(sch, block)
     lanes = vector_lanes(target)
     *batch, rows, cols, reduction = sch.get_loops(block)
-    wide = _epilogue_keeps_layout(sch, block)
-    row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, wide)
+    group = _epilogue_column_group(sch, block)
+    row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, group)
     if batch and _extent(sch, cols) // col_tile >= PANELS_PER_CORE * target_cores(target):
         rows, batch = sch.fuse(*batch, rows), []  # enough panels: a weight block serves every batch row
-        row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, wide)
+        row_tile, col_tile = _matmul_tile(_extent(sch, rows), _extent(sch, cols), lanes, group)
     col_out, col_in = sch.split(cols, [None, col_tile])
     row_out, row_in = sch.split(rows, [None, row_tile])
     k_extent = _extent(sch, reduction)
@@ -133,7 +142,10 @@ def _matmul(mod, target, parallel: bool):
     if parallel:
         sch.parallel(panel)
     for consumer in sch.get_consumers(block):
-        sch.reverse_compute_at(consumer, panel)
+        if _panels_fit_groups(col_tile, group):
+            sch.reverse_compute_at(consumer, panel)
+        elif parallel:  # its own nest after the matmul, as an injective task gets
+            sch.parallel(sch.fuse(*sch.get_loops(consumer)[:-1]))
         _vectorize_inner(sch, consumer, lanes)
     sch.unroll(row_in)
     _vectorize_columns(sch, col_in, lanes)
@@ -142,23 +154,43 @@ def _matmul(mod, target, parallel: bool):
     return sch
 
 
-def _matmul_tile(rows: int, cols: int, lanes: int, wide: bool) -> tuple[int, int]:
-    """(rows, columns) of the register tile: ``WIDE_TILE`` where allowed (``wide``) and it divides
-    the output, else ROWS (or fewer) rows × ``_column_tile`` columns."""
+def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[int, int]:
+    """(rows, columns) of the register tile: ``WIDE_TILE`` where it divides the output and its
+    panels fit the epilogue's column ``group``, else ROWS (or fewer) rows × ``_column_tile``."""
     wide_rows, wide_vectors = WIDE_TILE
-    if wide and rows % wide_rows == 0 and cols % (wide_vectors * lanes) == 0:
-        return wide_rows, wide_vectors * lanes
-    return min(ROWS, rows), _column_tile(cols, lanes)
+    wide_cols = wide_vectors * lanes
+    if rows % wide_rows == 0 and cols % wide_cols == 0 and _panels_fit_groups(wide_cols, group):
+        return wide_rows, wide_cols
+    return min(ROWS, rows), _column_tile(cols, lanes, group)
 
 
-def _epilogue_keeps_layout(sch, block) -> bool:
-    """Whether every consumer of ``block`` writes a buffer of its shape (bias, activation, residual).
+def _epilogue_column_group(sch, block) -> int | None:
+    """The width of the column runs that ``block``'s epilogue maps onto an axis of its own output
+    (a head's width, where the columns split into heads), ``None`` where it keeps the layout.
 
-    A layout change after it (e.g. K split into heads of 32) must not get a 24-column panel: TVM
-    0.27's region inference for a panel straddling two heads gives a wrong bounding box.
+    Column panels must not straddle such runs: TVM 0.27's region inference then gives the panel's
+    epilogue a wrong bounding box and part of the output is never computed. A read whose column
+    index is not linear in the epilogue's axes gives 0: no panel fits.
     """
-    shape = [int(d) for d in sch.get(block).writes[0].source.shape]
-    return all([int(d) for d in sch.get(c).writes[0].source.shape] == shape for c in sch.get_consumers(block))
+    output = sch.get(block).writes[0].source
+    groups = []
+    for consumer in map(sch.get, sch.get_consumers(block)):
+        if [int(d) for d in consumer.writes[0].source.shape] != [int(d) for d in output.shape]:
+            groups += [run for read in consumer.reads if read.source.same_as(output)
+                       for run in _column_runs(consumer, read)]
+    return min(groups) if groups else None
+
+
+def _column_runs(consumer, read) -> list[int]:
+    """The strides (> 1) of ``consumer``'s axes in the column index of ``read``; [0] if not linear."""
+    from tvm import sym
+
+    analyzer = sym.Analyzer()
+    for iter_var in consumer.iter_vars:
+        analyzer.bind(iter_var.var, iter_var.dom)
+    column = analyzer.simplify(read.region[-1].min)
+    strides = sym.detect_linear_equation(column, [v.var for v in consumer.iter_vars])
+    return [int(c) for c in list(strides)[:-1] if int(c) > 1] if strides else [0]
 
 
 def _vectorize_columns(sch, loop, lanes: int) -> None:
