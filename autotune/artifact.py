@@ -27,10 +27,11 @@ def build_tuned(fused_mod, target, database):
     from .cuda import codegen_fallback
     from .heuristics import schedule_unscheduled
     from .prefetch import prefetch_pass
-    from .tasks import backend_pipeline
+    from .tasks import backend_pipeline, tuple_items_forwarded
 
     pipeline = backend_pipeline(target)
-    prepack = [prefetch_pass(), relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    prepack = [prefetch_pass(), relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+               tuple_items_forwarded(), relax.transform.DeadCodeElimination()]
     with target, database, tvm.transform.PassContext(opt_level=3), codegen_fallback(target):
         apply_and_lower = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(),
                                                     schedule_unscheduled(target),

@@ -54,6 +54,7 @@ def test_compile_load_in_fresh_process_matches_onnxruntime(tuned, tmp_path):
     manifest = json.loads((tmp_path / "tiny.so.json").read_text())
     assert manifest["record_ids"] == built["record_ids"] and manifest["job_ids"] == [tuned["summary"]["job_id"]]
     assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "decoder_input_ids"]
+    assert "tuple" not in _vm_code(so_path)  # packed weights are not re-tupled on every inference
 
     rng = np.random.default_rng(7)
     inputs = {"input_ids": rng.integers(0, 64, (1, 16)), "decoder_input_ids": rng.integers(0, 64, (1, 8))}
@@ -117,3 +118,11 @@ def test_bench_takes_turns_with_another_build_of_the_same_shapes(tuned, tmp_path
     with pytest.raises(SystemExit):
         main([*bench, "--other", str(builds["unfused"])])
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+def _vm_code(so_path) -> str:
+    """The VM bytecode of an artifact, as TVM prints it."""
+    import tvm
+    from tvm.relax import VMExecutable
+
+    return VMExecutable(tvm.runtime.load_module(str(so_path))).as_text()

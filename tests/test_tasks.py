@@ -116,3 +116,31 @@ def test_a_repeated_subexpression_is_computed_once(tmp_path):
     assert [t.weight for t in softmax] == [1], [(t.name, t.weight) for t in prepared.tasks]
     built = autotune.compile(model, tmp_path / "twice.so", db=f"sqlite:///{tmp_path / 'empty.db'}")
     assert built["validation"]["passed"]
+
+
+def test_tuple_items_are_read_from_the_tuple_they_were_built_from():
+    """Packed weights come back from ``FoldConstant`` as a tuple of constants read item by item;
+    forwarded, the tuple is dead and the VM no longer builds and unpacks it on every inference."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from autotune.tasks import tuple_items_forwarded
+
+    @tvm.script.ir_module
+    class Packed:
+        @R.function
+        def main(x: R.Tensor((2,), "float32")) -> R.Tensor((2,), "float32"):
+            with R.dataflow():
+                weights = (R.const(np.ones(2, np.float32)), R.const(np.full(2, 3, np.float32)))
+                scale = weights[1]
+                y = R.multiply(x, scale)
+                R.output(y)
+            return y
+
+    cleaned = relax.transform.DeadCodeElimination()(tuple_items_forwarded()(Packed))
+    script = cleaned["main"].script()
+    assert "weights" not in script and "[1]" not in script
+    built = relax.VirtualMachine(tvm.compile(cleaned, target="llvm"), tvm.cpu())
+    np.testing.assert_array_equal(built["main"](tvm.runtime.tensor(np.arange(2, dtype=np.float32))).numpy(),
+                                  [0.0, 3.0])
