@@ -402,7 +402,8 @@ def _attention(mod, target, parallel: bool):
 
 
 RULES: tuple[Callable, ...] = (_attention, _matmul, _row_reduction, _reduction, _injective)
-PARALLEL_MIN_FLOPS = 1e7  # unmeasured choice: below this a parallel matmul costs more than it gives
+PARALLEL_MIN_FLOPS = 5e5  # matmuls from 0.5 MFLOP ran faster in parallel on 2 cores (Zen 4,
+# scripts/cold_weights.py: 16 × 128 × 128 4.6 µs vs 5.4 serial, 32 × 384 × 384 44 vs 85)
 PARALLEL_MIN_OUTPUT = 32768  # output elements from which a default runs in parallel whatever its FLOPs:
 # MiniLM's LayerNorm (128 × 384, 0.4 MFLOP) took 23 µs serial and 13 µs parallel alone
 
