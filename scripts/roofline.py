@@ -114,9 +114,9 @@ def model_gflop(name: str, batch: int, seq: int, out_dir: Path, exported_dir: Pa
 
 def config_roofline(config: dict, gflop: float, peak: float) -> dict:
     """The configuration's floor at ``peak`` and each system's GFLOP/s and share of it."""
-    systems = {name: {"gflops": round(gflop / (stats["p50_ms"] / 1e3), 1),
-                      "share_of_fma_peak": round(gflop / (stats["p50_ms"] / 1e3) / peak, 3)}
-               for name, stats in config["systems"].items()}
+    rates = {name: gflop / (stats["p50_ms"] / 1e3) for name, stats in config["systems"].items()}
+    systems = {name: {"gflops": round(rate, 1), "share_of_fma_peak": round(rate / peak, 3)}
+               for name, rate in rates.items()}
     return {"model": config["model"], "batch": config["batch"], "seq": config["seq"],
             "gflop": round(gflop, 3), "floor_ms": round(gflop / peak * 1e3, 2), "systems": systems}
 
