@@ -35,18 +35,11 @@ def insert_prefetches(func):
 
 
 def prefetch_pass():
-    """A module pass applying ``insert_prefetches`` to every PrimFunc."""
-    import tvm
+    """A pass applying ``insert_prefetches`` to every PrimFunc."""
+    from tvm.tirx.transform import prim_func_pass
 
-    @tvm.transform.module_pass(opt_level=0, name="autotune.InsertPrefetches")
-    def apply(mod, _ctx):
-        updates = {gvar: insert_prefetches(func) for gvar, func in mod.functions_items()
-                   if isinstance(func, tvm.tirx.PrimFunc)}
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
-
-    return apply
+    return prim_func_pass(lambda func, _mod, _ctx: insert_prefetches(func), opt_level=0,
+                          name="autotune.InsertPrefetches")
 
 
 def _children(stmt) -> list:
