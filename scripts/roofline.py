@@ -102,13 +102,13 @@ def sgemm_peak(size: int = 2048, repeats: int = 10) -> dict:
     return {"gflops": round(2 * size ** 3 / sorted(times)[repeats // 2] / 1e9, 1), "size": size}
 
 
-def model_gflop(name: str, batch: int, seq: int, out_dir: Path, exported_dir: Path) -> float:
-    """GFLOP per inference of one configuration, as autotune's tasks count them."""
-    from bench_models import model_path, shapes_for
+def model_gflop(name: str, model: Path, batch: int, seq: int) -> float:
+    """GFLOP per inference of one configuration of ``model``, as autotune's tasks count them."""
+    from bench_models import shapes_for
 
     from autotune.jobs import prepare
 
-    prepared = prepare(model_path(name, out_dir, exported_dir), shapes_for(name, batch, seq), "host")
+    prepared = prepare(model, shapes_for(name, batch, seq), "host")
     return sum(task.flops * task.weight for task in prepared.tasks) / 1e9
 
 
@@ -122,6 +122,8 @@ def config_roofline(config: dict, gflop: float, peak: float) -> dict:
 
 
 def main() -> None:
+    from bench_models import model_path
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("report", type=Path, help="JSON printed by scripts/bench_models.py")
     parser.add_argument("--exported-dir", type=Path, default=Path("tuning_logs/models"))
@@ -132,15 +134,18 @@ def main() -> None:
         report = json.loads(args.report.read_text())
     except (OSError, ValueError) as err:
         raise SystemExit(f"{args.report} is not a bench_models.py report: {err}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("models"), dict):
+        raise SystemExit(f"{args.report} is not a bench_models.py report: it has no 'models'")
     threads = int(report.get("threads") or os.environ.get("TVM_NUM_THREADS") or 1)
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     peaks = {"threads": threads, "fma": fma_peak(threads), "sgemm": sgemm_peak()}
     configs = []
-    for name, model in report["models"].items():
-        for config in model["configs"]:
-            gflop = model_gflop(name, config["batch"], config["seq"], args.out_dir, args.exported_dir)
+    for name, results in report["models"].items():
+        model = model_path(name, args.out_dir, args.exported_dir)
+        for config in results["configs"]:
+            gflop = model_gflop(name, model, config["batch"], config["seq"])
             configs.append(config_roofline(config, gflop, peaks["fma"]["gflops"]))
     print(json.dumps({"peaks": peaks, "configs": configs}, indent=1))
 
