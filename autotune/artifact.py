@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,24 +111,30 @@ def compare_outputs(ours: dict[str, np.ndarray], reference: list[np.ndarray], na
 
 def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = 1e-4,
              atol: float = 1e-4, max_rel_tol: float | None = None,
-             min_cosine_tol: float | None = None) -> Validation:
-    """Run the artifact and ONNX Runtime on random inputs and compare."""
+             min_cosine_tol: float | None = None,
+             inputs: dict[str, np.ndarray] | None = None) -> Validation:
+    """Run the artifact and ONNX Runtime on ``inputs`` (default: inputs the model accepts,
+    ``frontend.random_inputs``) and compare."""
     from .runtime import load
 
-    inputs = random_inputs(model.inputs)
+    inputs = inputs if inputs is not None else random_inputs(model.inputs)
     ours = load(so_path)(inputs)
-    session = onnxruntime_session(model.path, threads)
     names = [o.name for o in model.outputs]
-    return compare_outputs(ours, session.run(names, inputs), names, rtol, atol, max_rel_tol,
-                           min_cosine_tol)
+    try:
+        reference = onnxruntime_session(model.path, threads).run(names, inputs)
+    except Exception as err:  # ONNX Runtime's own refusal of the inputs (e.g. an index it rejects)
+        raise AutotuneError(f"ONNX Runtime cannot run {model.path} on the validation inputs: "
+                            f"{' '.join(str(err).split())[:300]}") from None
+    return compare_outputs(ours, reference, names, rtol, atol, max_rel_tol, min_cosine_tol)
 
 
-def _write_manifest(so_path: Path, model: ImportedModel, target, extra: dict) -> dict:
+def _manifest(so_path: Path, model: ImportedModel, target, extra: dict) -> dict:
+    """The manifest of the ``.so`` at ``so_path`` (hashed as it is now), to be kept beside it."""
     import tvm
 
     from .targets import canonical, required_features
 
-    manifest = {
+    return {
         "format": MANIFEST_FORMAT, "file": so_path.name, "sha256": sha256_of(so_path),
         "target": json.loads(canonical(target)), "target_kind": target.kind.name,
         "mcpu": target.attrs.get("mcpu") and str(target.attrs["mcpu"]),
@@ -137,25 +145,68 @@ def _write_manifest(so_path: Path, model: ImportedModel, target, extra: dict) ->
         "outputs": [s.as_dict() for s in model.outputs],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), **extra,
     }
-    manifest_path(so_path).write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
-def export(executable, so_path: Path, model: ImportedModel, target, extra: dict) -> dict:
-    """Write the ``.so`` and its manifest; returns the manifest. CUDA code is embedded compiled."""
+def _write_json(path: Path, value: dict) -> None:
+    """Write ``value`` to ``path`` through a file beside it, flushed to disk, renamed over it."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+class StagedArtifact:
+    """A new ``.so`` and manifest written beside ``target`` under temporary names.
+
+    ``commit`` renames them over ``target`` and its manifest (the ``.so`` first: until the manifest
+    follows, the pair does not verify and the loader refuses it, so a reader never loads half of
+    each); ``reject`` keeps them as ``NAME.rejected.so``; ``discard`` removes them. Whatever happens
+    before ``commit``, the artifact at ``target`` is untouched.
+    """
+
+    def __init__(self, target: Path, manifest: dict, so_path: Path):
+        self.target, self.manifest, self.so_path = target, manifest, so_path
+
+    def record_validation(self, validation: Validation) -> None:
+        """Add the validation result to the staged manifest (the ``.so`` and its hash unchanged)."""
+        self.manifest["validation"] = validation.as_dict()
+        _write_json(manifest_path(self.so_path), self.manifest)
+
+    def commit(self) -> None:
+        os.replace(self.so_path, self.target)
+        os.replace(manifest_path(self.so_path), manifest_path(self.target))
+
+    def reject(self) -> Path:
+        """Keep the staged pair as ``NAME.rejected.so`` (+ manifest) beside the target; its path."""
+        kept = self.target.with_name(f"{self.target.stem}.rejected{self.target.suffix or '.so'}")
+        self.manifest["file"] = kept.name
+        _write_json(manifest_path(self.so_path), self.manifest)
+        os.replace(self.so_path, kept)
+        os.replace(manifest_path(self.so_path), manifest_path(kept))
+        return kept
+
+    def discard(self) -> None:
+        for path in (self.so_path, manifest_path(self.so_path)):
+            path.unlink(missing_ok=True)
+
+
+def stage(executable, target: Path, model: ImportedModel, tvm_target, extra: dict) -> StagedArtifact:
+    """Export ``executable`` and its manifest beside ``target`` under temporary names (see
+    ``StagedArtifact``). CUDA code is embedded compiled."""
     from .cuda import export_options
 
-    so_path.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".staged.so", dir=target.parent)
+    os.close(handle)
+    so_path = Path(name)
     try:
-        executable.export_library(str(so_path), **export_options(target))
+        executable.export_library(str(so_path), **export_options(tvm_target))
+        manifest = {**_manifest(so_path, model, tvm_target, extra), "file": target.name}
+        _write_json(manifest_path(so_path), manifest)
     except Exception as err:
-        raise AutotuneError(f"cannot export {so_path}: {str(err).splitlines()[0][:200]}") from None
-    return _write_manifest(so_path, model, target, extra)
-
-
-def add_validation(so_path: Path, validation: Validation) -> None:
-    """Record the validation result in the manifest (the ``.so`` and its hash are unchanged)."""
-    path = manifest_path(so_path)
-    manifest = json.loads(path.read_text())
-    manifest["validation"] = validation.as_dict()
-    path.write_text(json.dumps(manifest, indent=2))
+        for path in (so_path, manifest_path(so_path)):
+            path.unlink(missing_ok=True)
+        raise AutotuneError(f"cannot export {target}: {str(err).splitlines()[0][:200]}") from None
+    return StagedArtifact(target, manifest, so_path)

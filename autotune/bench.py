@@ -143,12 +143,14 @@ def _untuned_runner(model_path: Path, manifest: dict, inputs: dict[str, np.ndarr
 
 
 def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: str | Path | None = None,
-          peers: tuple[str, ...] = ("onnxruntime", "untuned"), others: dict[str, Path] | None = None) -> dict:
-    """Benchmark the artifact and each peer on the same random inputs; returns a JSON-able dict.
+          peers: tuple[str, ...] = ("onnxruntime", "untuned"), others: dict[str, Path] | None = None,
+          inputs_path: str | Path | None = None) -> dict:
+    """Benchmark the artifact and each peer on the same inputs (``inputs_path``, an ``.npz``, or
+    inputs the model accepts); returns a JSON-able dict.
 
     ``others`` names more artifacts of the same model to take turns with (e.g. another build).
     """
-    from .frontend import TensorSpec, random_inputs
+    from .frontend import inputs_from_file, manifest_inputs
     from .runtime import load
     from .targets import physical_cores
 
@@ -157,8 +159,9 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     compiled = load(so_path)
     manifest = compiled.manifest
     threads = config.threads or physical_cores()
-    specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in manifest["inputs"]]
-    inputs = random_inputs(specs)
+    specs, inputs = manifest_inputs(manifest)
+    if inputs_path is not None:
+        inputs = inputs_from_file(inputs_path, specs)
     batch = specs[0].shape[0] if specs and specs[0].shape else 1
     source = Path(model_path or manifest["model"]["path"])
     if peers and not source.is_file():

@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import AutotuneError
 
 DEMO_DIR = Path("tuning_logs/demo")
+EXAMPLE_NAMES = ("translation", "encoder", "bert")  # autotune.models.EXAMPLES, without importing onnx
 # The demo's timing window: its 50-run count took 35 ms, too short on a 2-core VM where a fresh
 # process's threads ran slow at first (0.68 ms p50 in 50 runs, 0.35 ms over 15 s, same artifact).
 DEMO_BENCH_S = 10.0
@@ -146,7 +147,7 @@ def cmd_compile(args) -> dict:
                             atol=args.atol if args.atol is not None else (space.atol if space else 1e-4),
                             fusion=args.fusion, pins=space.pin if space else (),
                             precision=args.precision, max_rel_err=args.max_rel_err,
-                            min_cosine=args.min_cosine)
+                            min_cosine=args.min_cosine, inputs=args.inputs)
     if not args.json:
         valid = summary["validation"]
         print(f"wrote {summary['artifact']} (sha256 {summary['sha256'][:16]}…), "
@@ -166,7 +167,7 @@ def cmd_bench(args) -> dict:
     others = dict(args.other)
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
-    result = bench(args.artifact, config, args.model, peers, others)
+    result = bench(args.artifact, config, args.model, peers, others, args.inputs)
     if not args.json:
         _print_bench(result)
     return result
@@ -369,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("-o", "--output", required=True, help="path of the .so to write")
     p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
+    p.add_argument("--inputs", metavar="X.npz", help="validate on these inputs (one array per input "
+                   "name; default: random inputs the model accepts)")
     p.add_argument("--rtol", type=float, help="relative tolerance vs ONNX Runtime (default 1e-4)")
     p.add_argument("--atol", type=float, help="absolute tolerance vs ONNX Runtime (default 1e-4)")
     p.add_argument("--space", help="search space YAML: pinned manual schedules, tolerances")
@@ -394,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--inputs", metavar="X.npz", help="run every system on these inputs (one array "
+                   "per input name; default: random inputs the model accepts)")
     p.add_argument("--untuned-runs", type=positive_int, default=5,
                    help="runs of untuned TVM, timed after the rest (it is tens of times slower)")
     p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
@@ -402,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("example", help="write a bundled example Transformer as ONNX")
-    p.add_argument("name", choices=["translation", "encoder"])
+    p.add_argument("name", choices=sorted(EXAMPLE_NAMES))
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--tiny", action="store_true", help="the tiny test-sized configuration")
     p.add_argument("--json", action="store_true")
@@ -456,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except AutotuneError as err:
         print(f"autotune: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

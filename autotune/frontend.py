@@ -13,7 +13,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +21,35 @@ import onnx
 from onnx import external_data_helper
 
 from .errors import AutotuneError
-from .runtime import sha256_of
+from .guards import index_bounds
+from .runtime import check_index_range, sha256_of
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, frozen shape and dtype of a model input or output."""
+    """Name, frozen shape and dtype of a model input or output.
+
+    ``index_range`` is ``(low, high)``, inclusive, for an integer input that indexes a table (token,
+    position, token-type ids): the values the model accepts, as ONNX's ``Gather`` defines them.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    index_range: tuple[int, int] | None = None
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        spec = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.index_range is not None:
+            spec["index_range"] = list(self.index_range)
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> TensorSpec:
+        """The spec a manifest records (``as_dict``'s output)."""
+        index_range = spec.get("index_range")
+        return cls(spec["name"], tuple(spec["shape"]), spec["dtype"],
+                   tuple(index_range) if index_range else None)
 
 
 @dataclass
@@ -401,21 +417,75 @@ def _load(path: Path, shapes: dict[str, tuple[int, ...]] | None) -> ImportedMode
     model = _simplify(model, path)
     _check_supported_ops(model, path)
     model = onnx.shape_inference.infer_shapes(model)
-    inputs = [_spec(v, path) for v in _graph_inputs(model)]
+    relax_mod = _to_relax(model, path)
+    bounds = index_bounds(relax_mod["main"])
+    inputs = [_with_index_range(_spec(v, path), bounds.get(v.name)) for v in _graph_inputs(model)]
     outputs = [_spec(v, path) for v in model.graph.output]
     return ImportedModel(path=path, sha256=sha256_of(path), onnx_model=model, inputs=inputs,
-                         outputs=outputs, relax_mod=_to_relax(model, path))
+                         outputs=outputs, relax_mod=relax_mod)
 
 
-def random_inputs(specs: list[TensorSpec], seed: int = 0, int_high: int = 32) -> dict[str, np.ndarray]:
-    """Random inputs for a model: integers in ``[0, int_high)`` (token ids), normals for floats."""
+def _with_index_range(spec: TensorSpec, rows: int | None) -> TensorSpec:
+    """``spec`` with the index range of an input that indexes tables of ``rows`` rows at the least."""
+    return spec if rows is None else replace(spec, index_range=(-rows, rows - 1))
+
+
+MASK_HINT = "mask"  # an integer or boolean input named like this is an attention mask
+OTHER_INT_HIGH = 32  # integers that neither index a table nor mask: small non-negative values
+
+
+def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs the model accepts: table indices within the tables they index, attention masks as
+    ones with some padding at the end of all rows but the first, normals for floats."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for spec in specs:
-        if spec.dtype.startswith("int"):
-            arrays[spec.name] = rng.integers(0, int_high, spec.shape).astype(spec.dtype)
+        if spec.index_range is not None:
+            arrays[spec.name] = rng.integers(0, spec.index_range[1] + 1, spec.shape).astype(spec.dtype)
+        elif MASK_HINT in spec.name.lower() and (spec.dtype.startswith("int") or spec.dtype == "bool"):
+            arrays[spec.name] = padded_mask(spec.shape, spec.dtype)
+        elif spec.dtype.startswith("int"):
+            arrays[spec.name] = rng.integers(0, OTHER_INT_HIGH, spec.shape).astype(spec.dtype)
         elif spec.dtype == "bool":
             arrays[spec.name] = np.ones(spec.shape, dtype=bool)
         else:
             arrays[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+    return arrays
+
+
+def manifest_inputs(manifest: dict) -> tuple[list[TensorSpec], dict[str, np.ndarray]]:
+    """The input specs a manifest records, and inputs the model accepts (``random_inputs``)."""
+    specs = [TensorSpec.from_dict(spec) for spec in manifest["inputs"]]
+    return specs, random_inputs(specs)
+
+
+def padded_mask(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """A ``[batch, seq]``-like mask of ones whose row ``r`` ends in ``r × seq / (2 × batch)`` zeros
+    (the first row unpadded, none padded to half or more), as a batch of sentences of several
+    lengths sends."""
+    mask = np.ones(shape, dtype=dtype)
+    if len(shape) >= 2:
+        rows, seq = shape[0], shape[-1]
+        for row in range(1, rows):
+            mask[row, ..., seq - row * seq // (2 * rows):] = 0
+    return mask
+
+
+def inputs_from_file(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """The user's inputs from an ``.npz`` file, one array per input name, checked against ``specs``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as err:
+        raise AutotuneError(f"cannot read inputs --inputs {path}: {_one_line(err, 200)}") from None
+    expected = [spec.name for spec in specs]
+    if sorted(arrays) != sorted(expected):
+        raise AutotuneError(f"--inputs {path} holds arrays {sorted(arrays)}, the model takes {expected}")
+    for spec in specs:
+        array = arrays[spec.name]
+        if tuple(array.shape) != spec.shape or str(array.dtype) != spec.dtype:
+            raise AutotuneError(f"--inputs {path}: array {spec.name!r} is {array.dtype}{list(array.shape)}, "
+                                f"the model takes {spec.dtype}{list(spec.shape)}")
+        check_index_range(spec.as_dict(), array, f"--inputs {path}: array")
     return arrays

@@ -53,13 +53,12 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _measure_p50_ms(so_path: Path, threads: int | None) -> float:
-    from .frontend import TensorSpec, random_inputs
+    from .frontend import manifest_inputs
     from .runtime import load
 
     _set_threads(threads)
     model = load(so_path)
-    specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in model.manifest["inputs"]]
-    inputs = random_inputs(specs)
+    _, inputs = manifest_inputs(model.manifest)
     return summarize(time_runs(lambda: model(inputs), BenchConfig(count=30, warmup=5)), 1)["p50_ms"]
 
 

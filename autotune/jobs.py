@@ -231,19 +231,23 @@ def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, 
             target: str = "host", db: str | None = None, validate: bool = True,
             rtol: float = 1e-4, atol: float = 1e-4, fusion: str = "full",
             pins: Sequence[str] = (), precision: str = "fp32", max_rel_err: float | None = None,
-            min_cosine: float | None = None) -> dict:
-    """Build the model with the database's best schedules, export ``output`` + manifest, validate.
+            min_cosine: float | None = None, inputs: str | Path | None = None) -> dict:
+    """Build the model with the database's best schedules, validate it, and only then put it at
+    ``output`` (+ manifest); a failed validation leaves what was at ``output`` untouched.
 
     ``pins`` names manual schedules to use wherever they have a record, even when slower.
     ``precision`` fp16/bf16 is checked against the fp32 ONNX Runtime reference by max relative
     error and cosine similarity (``max_rel_err``/``min_cosine``, defaults per precision) instead
-    of ``rtol``/``atol``; either tolerance given applies in any precision.
+    of ``rtol``/``atol``; either tolerance given applies in any precision. ``inputs`` names an
+    ``.npz`` of validation inputs (default: inputs the model accepts, ``frontend.random_inputs``).
     """
     from . import artifact
+    from .frontend import inputs_from_file
     from .precision import DEFAULT_TOLERANCES
     from .targets import check_runnable_here, physical_cores
 
     prepared = prepare(model, shapes, target, fusion, precision)
+    given = inputs_from_file(inputs, prepared.model.inputs) if inputs is not None else None
     store = Store(db)
     database = make_sql_database(store, canonical(prepared.target))
     database.pins = set(pins)
@@ -254,24 +258,38 @@ def compile(model: str | Path, output: str | Path, shapes: dict[str, tuple[int, 
              "provenance": sorted({r.provenance for r in used}),
              "job_ids": sorted({r.job_id for r in used if r.job_id is not None}),
              "tasks": len(prepared.tasks), "tasks_tuned": len(used)}
-    manifest = artifact.export(executable, so_path, prepared.model, prepared.target, extra)
-    artifact_id = _record_artifact(store, so_path, manifest, extra["record_ids"])
-    summary = {"artifact": str(so_path), "manifest": str(so_path) + ".json", "artifact_id": artifact_id,
-               "sha256": manifest["sha256"], **extra, "validation": None}
-    if validate:
-        check_runnable_here(prepared.target, "validate the artifact")
-        default_rel, default_cos = DEFAULT_TOLERANCES.get(precision, (None, None))
-        result = artifact.validate(so_path, prepared.model, physical_cores(), rtol, atol,
-                                   max_rel_err if max_rel_err is not None else default_rel,
-                                   min_cosine if min_cosine is not None else default_cos)
-        artifact.add_validation(so_path, result)
-        summary["validation"] = result.as_dict()
-        if not result.passed:
-            raise AutotuneError(f"{so_path} ({precision}) does not match ONNX Runtime fp32: "
-                                f"max abs error {result.max_abs_err:.3g}, max rel error "
-                                f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f} "
-                                f"({result.tolerance()})")
-    return summary
+    staged = artifact.stage(executable, so_path, prepared.model, prepared.target, extra)
+    try:
+        result = None
+        if validate:
+            check_runnable_here(prepared.target, "validate the artifact")
+            default_rel, default_cos = DEFAULT_TOLERANCES.get(precision, (None, None))
+            result = artifact.validate(staged.so_path, prepared.model, physical_cores(), rtol, atol,
+                                       max_rel_err if max_rel_err is not None else default_rel,
+                                       min_cosine if min_cosine is not None else default_cos, given)
+            staged.record_validation(result)
+            if not result.passed:
+                _reject(staged, result, precision)
+        staged.commit()
+    finally:
+        staged.discard()  # nothing left of a staged pair that was neither committed nor kept
+    artifact_id = _record_artifact(store, so_path, staged.manifest, extra["record_ids"])
+    return {"artifact": str(so_path), "manifest": str(so_path) + ".json", "artifact_id": artifact_id,
+            "sha256": staged.manifest["sha256"], **extra,
+            "validation": result.as_dict() if result else None}
+
+
+def _reject(staged, result, precision: str) -> None:
+    """Keep a build that failed validation aside and raise, naming both paths."""
+    from .errors import ValidationFailed
+
+    kept = staged.reject()
+    previous = ("the artifact already there is untouched" if staged.target.exists()
+                else "nothing was written there")
+    raise ValidationFailed(f"{staged.target} ({precision}) does not match ONNX Runtime fp32: "
+                           f"max abs error {result.max_abs_err:.3g}, max rel error "
+                           f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f} "
+                           f"({result.tolerance()}); {previous}; the rejected build is kept at {kept}")
 
 
 def _record_artifact(store: Store, so_path: Path, manifest: dict, record_ids: list[int]) -> int:

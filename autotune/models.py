@@ -5,7 +5,9 @@ would leave them, shape subgraphs included (``Shape``/``Gather``/``Trilu`` for t
 
 * ``translation``: a Marian-style encoder-decoder (the headline case), inputs ``input_ids`` and
   ``decoder_input_ids``, output ``logits``;
-* ``encoder``: a BERT-style encoder, inputs ``input_ids``, output ``last_hidden_state``.
+* ``encoder``: a BERT-style encoder, inputs ``input_ids``, output ``last_hidden_state``;
+* ``bert``: a BERT-family encoder as Hugging Face exports it, inputs ``input_ids``,
+  ``attention_mask`` and ``token_type_ids`` (a 2-row embedding), output ``last_hidden_state``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+TOKEN_TYPES = 2  # BERT's segment embedding: sentence A and sentence B
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,14 @@ class _GraphBuilder:
         c = self.config
         return self.linear(self.gelu(self.linear(x, c.d_model, c.ffn)), c.ffn, c.d_model)
 
-    def embed(self, ids: str) -> str:
-        """Token embedding plus learned positions sliced to the dynamic sequence length."""
+    def embed(self, ids: str, type_ids: str | None = None) -> str:
+        """Token embedding plus learned positions sliced to the dynamic sequence length (plus the
+        token-type embedding of ``type_ids``, two rows, as BERT has)."""
         c = self.config
         tokens = self.op("Gather", [self.weight("tok_emb", c.vocab, c.d_model, scale=0.02), ids])
+        if type_ids is not None:
+            types = self.op("Gather", [self.weight("type_emb", TOKEN_TYPES, c.d_model, scale=0.02), type_ids])
+            tokens = self.op("Add", [tokens, types])
         seq_len = self.op("Gather", [self.op("Shape", [ids]), self.const("one", np.array([1], np.int64))])
         positions = self.op("Slice", [self.weight("pos_emb", c.max_positions, c.d_model, scale=0.02),
                                       self.const("zero", np.array([0], np.int64)), seq_len,
@@ -131,8 +138,16 @@ class _GraphBuilder:
         upper = self.op("Trilu", [ones, self.const("k1", np.array(1, np.int64))], upper=1)
         return self.op("Mul", [upper, self.const("neg", np.array(-1e9, np.float32))])
 
-    def encoder_layer(self, x: str) -> str:
-        x = self.layer_norm(self.op("Add", [x, self.attention(x, x, None)]))
+    def padding_mask(self, mask: str) -> str:
+        """``attention_mask [batch, seq]`` (1 keep, 0 pad) as scores to add: 0, or float32's lowest
+        for padding, broadcast over heads and query rows, as Hugging Face's BERT computes it."""
+        wide = self.op("Unsqueeze", [mask, self.const("axes", np.array([1, 2], np.int64))])
+        keep = self.op("Cast", [wide], to=TensorProto.FLOAT)
+        dropped = self.op("Sub", [self.const("one", np.array(1.0, np.float32)), keep])
+        return self.op("Mul", [dropped, self.const("lowest", np.array(np.finfo(np.float32).min, np.float32))])
+
+    def encoder_layer(self, x: str, mask: str | None = None) -> str:
+        x = self.layer_norm(self.op("Add", [x, self.attention(x, x, mask)]))
         return self.layer_norm(self.op("Add", [x, self.feed_forward(x)]))
 
     def decoder_layer(self, y: str, memory: str, mask: str) -> str:
@@ -168,6 +183,19 @@ def bert_encoder(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
                    ["batch", "input_ids_seq", config.d_model])
 
 
+def bert(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
+    """A BERT-family encoder: ``input_ids``, ``attention_mask``, ``token_type_ids`` [batch, seq]
+    → ``last_hidden_state``."""
+    b = _GraphBuilder(config)
+    x = b.embed("input_ids", "token_type_ids")
+    mask = b.padding_mask("attention_mask")
+    for _ in range(config.encoder_layers):
+        x = b.encoder_layer(x, mask)
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"])
+              for name in ("input_ids", "attention_mask", "token_type_ids")]
+    return _finish(b, "bert", inputs, x, "last_hidden_state", ["batch", "seq", config.d_model])
+
+
 def translation(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
     """A Marian-style encoder-decoder: source and target ids → next-token ``logits``."""
     b = _GraphBuilder(config)
@@ -183,7 +211,7 @@ def translation(config: ModelConfig = ModelConfig()) -> onnx.ModelProto:
                    logits, "logits", ["batch", "decoder_input_ids_seq", config.vocab])
 
 
-EXAMPLES = {"translation": translation, "encoder": bert_encoder}
+EXAMPLES = {"translation": translation, "encoder": bert_encoder, "bert": bert}
 
 
 def write_example(name: str, path: str | Path, config: ModelConfig = ModelConfig()) -> Path:

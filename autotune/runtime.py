@@ -113,15 +113,41 @@ class CompiledModel:
             if list(array.shape) != spec["shape"] or str(array.dtype) != spec["dtype"]:
                 raise AutotuneError(f"input {spec['name']!r}: got {array.dtype}{list(array.shape)}, "
                                     f"model was compiled for {spec['dtype']}{spec['shape']}")
+            check_index_range(spec, array)
             args.append(self._tvm.runtime.tensor(array, self.device))
         return args
 
     def __call__(self, arrays: dict[str, np.ndarray] | None = None, **named: np.ndarray
                  ) -> dict[str, np.ndarray]:
-        result = self._vm()["main"](*self._arguments({**(arrays or {}), **named}))
+        """Run the model on numpy inputs by name; a bad input raises ``AutotuneError`` and the
+        model keeps serving."""
+        args = self._arguments({**(arrays or {}), **named})
+        try:
+            result = self._vm()["main"](*args)
+        except RuntimeError as err:  # the artifact's own checks (e.g. an index guard) stopped it
+            raise AutotuneError(f"{self.path}: {_first_line(err)}") from None
         outputs = [result] if hasattr(result, "numpy") else list(result)
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
         return {name: out.numpy() for name, out in zip(names, outputs)}
+
+
+def check_index_range(spec: dict, array: np.ndarray, what: str = "input") -> None:
+    """Raise naming the input, its first value outside the index range ``spec`` records (a table's
+    rows, ONNX's negative indices included) and where it is; nothing for other inputs."""
+    if "index_range" not in spec or array.size == 0:
+        return
+    low, high = spec["index_range"]
+    outside = np.flatnonzero((array < low) | (array > high))
+    if outside.size:
+        where = [int(i) for i in np.unravel_index(outside[0], array.shape)]
+        raise AutotuneError(f"{what} {spec['name']!r} holds {array.flat[outside[0]]} at {where}, outside "
+                            f"[{low}, {high}], the rows of the table it indexes ({outside.size} such "
+                            f"value{'s' if outside.size > 1 else ''})")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def load(path: str | Path, trust_unverified: bool = False) -> CompiledModel:
@@ -136,5 +162,9 @@ def load(path: str | Path, trust_unverified: bool = False) -> CompiledModel:
     if actual != manifest.get("sha256") and not trust_unverified:
         raise AutotuneError(f"{so_path} does not match its manifest: sha256 {actual[:16]}… "
                             f"!= {str(manifest.get('sha256'))[:16]}…; refusing to load it")
+    validation = manifest.get("validation") or {}
+    if validation.get("passed") is False and not trust_unverified:
+        raise AutotuneError(f"{so_path} failed its validation against ONNX Runtime when it was "
+                            "compiled (see 'validation' in its manifest); refusing to load it")
     _check_host(manifest, so_path)
     return CompiledModel(so_path, manifest)

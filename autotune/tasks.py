@@ -126,7 +126,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     This is the module tasks come from; compile applies tuned schedules to this same module, so
     workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
     on CPU also makes each attention block one task (``attention.fuse_attention``).
-    ``precision`` (fp32, fp16, bf16) is applied first (``autotune.precision``). Common
+    Every index a caller sends is checked before a table is read with it (``guards``).
+    ``precision`` (fp32, fp16, bf16) is applied next (``autotune.precision``). Common
     subexpressions are computed once (exporters repeat the attention mask in every layer).
     Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
@@ -139,13 +140,14 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     from tvm import relax
 
     from .attention import fuse_attention
+    from .guards import guard_indices
     from .precision import precision_pass
 
     pipeline = backend_pipeline(target)
     legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
-    passes = [precision_pass(precision), relax.transform.DecomposeOpsForInference(),
+    passes = [guard_indices(target), precision_pass(precision), relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and target.kind.name == "llvm":  # heuristics._attention schedules it
@@ -158,13 +160,17 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
 
 
 def extract_tasks(fused_mod, target) -> list[Task]:
-    """The tunable tasks of a fused module, heaviest (weight × FLOPs) first."""
+    """The tunable tasks of a fused module, heaviest (weight × FLOPs) first (index guards excluded)."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
+    from .guards import GUARD_PREFIX
+
     tasks = []
     for extracted in ms.relax_integration.extract_tasks(fused_mod, target):
+        if extracted.task_name.startswith(GUARD_PREFIX):  # fixed serial checks, nothing to tune
+            continue
         mod = extracted.dispatched[0]
         tasks.append(Task(name=extracted.task_name, weight=int(extracted.weight),
                           flops=float(estimate_tir_flops(mod)),

@@ -20,7 +20,7 @@ import psutil
 
 import autotune
 from autotune.bench import summarize
-from autotune.frontend import TensorSpec, random_inputs
+from autotune.frontend import manifest_inputs
 
 
 def soak(model, inputs: dict, reference: dict, threads: int, seconds: float) -> dict:
@@ -57,8 +57,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
     model = autotune.load(args.artifact)
-    specs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in model.manifest["inputs"]]
-    inputs = random_inputs(specs)
+    _, inputs = manifest_inputs(model.manifest)
     reference = model(inputs)
     process = psutil.Process()
     soak(model, inputs, reference, args.threads, min(5.0, args.seconds))  # warm-up: allocator settles

