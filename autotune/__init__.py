@@ -1,27 +1,128 @@
 """autotune: automated tuning of Transformer inference on Apache TVM.
 
-``tune`` and ``compile`` drive the compiler; ``load`` is the production loader and imports only
-TVM's runtime. Heavy modules load on first use, so ``import autotune`` stays cheap.
+``tune`` and ``compile`` drive the compiler, ``bench`` times an artifact against its peers, and
+``load`` is the production loader, which imports only TVM's runtime. The compiler's modules load on
+first use, so ``import autotune`` stays cheap. ``manual`` holds the hook for hand schedules.
 """
 
 from __future__ import annotations
 
-from .errors import AutotuneError
-from .runtime import load
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["AutotuneError", "compile", "load", "tune"]
+from .errors import AutotuneError, ValidationFailed
+from .runtime import CompiledModel, load
+from .schedules import manual
+
+if TYPE_CHECKING:
+    from .bench.bench import BenchResult
+    from .jobs.compile import CompileResult
+    from .jobs.tune import TuneSummary
+    from .search.driver import SearchConfig
+
+__all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "bench", "compile", "load", "manual",
+           "tune"]
 __version__ = "0.1.0"
 
 
-def tune(*args, **kwargs) -> dict:
-    """Tune an ONNX model; see ``autotune.jobs.tune``."""
-    from .jobs import tune as _tune
+def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target="host",
+         db: str | None = None, trials: int | None = None, time_budget_s: float | None = None,
+         reuse: bool = True, config: SearchConfig | None = None, fusion: str = "full",
+         manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
+         rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
+         confirm: bool = True) -> TuneSummary:
+    """Tune every task of an ONNX model; every measurement goes to the database.
 
-    return _tune(*args, **kwargs)
+    Args:
+        model: the ONNX file.
+        shapes: a frozen shape per input with dynamic dims, e.g. ``{"input_ids": (1, 128)}``.
+        target: ``host``, ``avx512``, ``avx2``, ``cuda``, ``cuda-sm80|89|90``, TVM target JSON or
+            a tag, or a ``tvm.target.Target``.
+        db: database URL (default ``$AUTOTUNE_DB``, else ``sqlite:///tuning_logs/autotune.db``).
+        trials, time_budget_s: the budget; at least one is required.
+        reuse: take tasks that another job tuned on this target from the database.
+        config: evolutionary search settings (``autotune.search.driver.SearchConfig``).
+        fusion: ``full`` (operators fused, attention blocks one task) or ``none``.
+        manual: hand-schedule modules (``autotune.manual``), measured before the search.
+        progress: called with a dict after every search round.
+        rpc, rpc_key: an RPC tracker ``HOST:PORT`` and key whose servers time the candidates.
+        precision: ``fp32``, ``fp16`` or ``bf16``.
+        confirm: re-time each task's finalists side by side at the end.
+
+    Returns:
+        The job's ``TuneSummary`` (readable by key too, e.g. ``summary["job_id"]``).
+
+    Raises:
+        AutotuneError: a bad model, shape, target, budget or database, in one line.
+    """
+    from .jobs.tune import TuneOptions
+    from .jobs.tune import tune as run
+    from .search.driver import SearchConfig
+
+    options = TuneOptions(shapes, target, db, trials, time_budget_s, reuse, config or SearchConfig(), fusion,
+                          tuple(manual), rpc, rpc_key, precision, confirm)
+    return run(model, options, progress)
 
 
-def compile(*args, **kwargs) -> dict:  # noqa: A001 - the verb users know
-    """Compile an ONNX model with its best records; see ``autotune.jobs.compile``."""
-    from .jobs import compile as _compile
+def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb users know
+            shapes: dict[str, tuple[int, ...]] | None = None, target="host", db: str | None = None,
+            validate: bool = True, rtol: float | None = None, atol: float | None = None,
+            fusion: str = "full", pins: Sequence[str] = (), precision: str = "fp32",
+            max_rel_err: float | None = None, min_cosine: float | None = None,
+            inputs: str | Path | None = None) -> CompileResult:
+    """Build the model with the database's chosen records, validate it against ONNX Runtime, and
+    only then put it at ``output`` with its manifest (``output.json``).
 
-    return _compile(*args, **kwargs)
+    Args:
+        model, shapes, target, db, fusion, precision: as for ``tune``.
+        output: the ``.so`` to write.
+        validate: compare with ONNX Runtime before deploying (skip only where it cannot run).
+        rtol, atol: fp32 tolerances (default ``autotune.common.tolerances``).
+        pins: manual schedule names to use wherever they have a record, even when slower.
+        max_rel_err, min_cosine: reduced-precision limits (defaults per precision).
+        inputs: an ``.npz`` of validation inputs (default: random inputs the model accepts).
+
+    Returns:
+        The ``CompileResult``: paths, sha256, the records built from, the validation.
+
+    Raises:
+        ValidationFailed: the outputs do not match; ``output`` is untouched and the rejected build
+            is kept as ``NAME.rejected.so``.
+        AutotuneError: a bad model, shape, target, inputs file or database, in one line.
+    """
+    from .common.tolerances import ATOL, RTOL
+    from .jobs.compile import CompileOptions
+    from .jobs.compile import compile as run
+
+    options = CompileOptions(shapes, target, db, validate, RTOL if rtol is None else rtol,
+                             ATOL if atol is None else atol, fusion, tuple(pins), precision, max_rel_err,
+                             min_cosine, inputs)
+    return run(model, output, options)
+
+
+def bench(artifact: str | Path, count: int = 100, duration_s: float | None = None, warmup: int = 10,
+          threads: int | None = None, model: str | Path | None = None,
+          peers: Sequence[str] = ("onnxruntime", "untuned"), others: dict[str, Path] | None = None,
+          inputs: str | Path | None = None, untuned_runs: int = 5) -> BenchResult:
+    """Time an artifact side by side with its peers (ONNX Runtime, untuned TVM) on the same inputs.
+
+    Args:
+        artifact: the ``.so`` (its manifest beside it).
+        count, duration_s, warmup: ``count`` runs (or for ``duration_s``) after ``warmup`` runs.
+        threads: threads for every system (default: the cores this process may use).
+        model: the ONNX model the peers run (default: the one the manifest names).
+        peers: which of ``onnxruntime`` and ``untuned`` to run.
+        others: more builds of the same model and shapes, by name, taking turns with the rest.
+        inputs: an ``.npz`` of inputs (default: random inputs the model accepts).
+        untuned_runs: runs of untuned TVM, timed after the turns.
+
+    Returns:
+        The ``BenchResult``: per system p50/p90/p95/p99, mean and throughput, and ratios to ONNX Runtime.
+    """
+    from .bench.bench import bench as run
+    from .bench.timing import BenchConfig
+
+    config = BenchConfig(count=count, duration_s=duration_s, warmup=warmup, threads=threads,
+                         untuned_runs=untuned_runs)
+    return run(artifact, config, model, tuple(peers), others, inputs)

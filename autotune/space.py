@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from .common.text import first_line
+from .common.tolerances import ATOL, RTOL
 from .errors import AutotuneError
 
 # Graph-level knobs the Optuna study may search, with the values each accepts.
@@ -34,8 +36,8 @@ class SearchSpace:
     time_s: float | None = None
     manual_modules: list[Path] = field(default_factory=list)
     pin: list[str] = field(default_factory=list)
-    rtol: float = 1e-4
-    atol: float = 1e-4
+    rtol: float = RTOL
+    atol: float = ATOL
     graph: dict[str, list] = field(default_factory=dict)
     study_trials: int = 4
 
@@ -119,7 +121,7 @@ def load_space(path: str | Path) -> SearchSpace:
     except OSError as err:
         raise AutotuneError(f"cannot read search space {path}: {err.strerror}") from None
     except yaml.YAMLError as err:
-        raise AutotuneError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise AutotuneError(f"{path} is not valid YAML: {first_line(err)}") from None
     if not isinstance(data, dict):
         raise AutotuneError(f"{path}: a search space must be a mapping of keys, got {type(data).__name__}")
     top = _Reader(path, data)
@@ -138,7 +140,7 @@ def load_space(path: str | Path) -> SearchSpace:
         path=path, family=family, target=top.get("target", (str,), "a target name", "host"),
         trials=budget.get("trials", (int,), "a whole number of trials"), time_s=_duration(budget, "time"),
         manual_modules=_modules(manual, path.parent), pin=pin,
-        rtol=float(accuracy.get("rtol", (int, float), "a number", 1e-4)),
-        atol=float(accuracy.get("atol", (int, float), "a number", 1e-4)),
+        rtol=float(accuracy.get("rtol", (int, float), "a number", RTOL)),
+        atol=float(accuracy.get("atol", (int, float), "a number", ATOL)),
         graph=_graph(top.section("graph")),
         study_trials=study.get("trials", (int,), "a whole number of Optuna trials", 4))

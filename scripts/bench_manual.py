@@ -18,9 +18,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 import autotune
-from autotune.database import Store
+from autotune.store.engine import Store
 from autotune.models import ModelConfig, write_example
-from autotune.schema import JobTask, TuningRecordRow
+from autotune.store.schema import JobTask, TuningRecordRow
 
 MANUAL = Path(__file__).resolve().parents[1] / "search_spaces" / "manual" / "dense_cpu.py"
 

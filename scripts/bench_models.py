@@ -27,8 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
-from autotune import jobs  # noqa: E402
-from autotune.bench import BenchConfig, bench  # noqa: E402
+import autotune  # noqa: E402
+from autotune.bench.bench import bench
+from autotune.bench.timing import BenchConfig  # noqa: E402
 from autotune.models import ModelConfig, write_example  # noqa: E402
 
 BUNDLED = {"translation": ModelConfig(), "encoder": ModelConfig(encoder_layers=1, decoder_layers=0)}
@@ -58,7 +59,7 @@ def measure(so_path: Path, others: dict[str, Path], model: Path, seconds: float,
     """p50/p90/p99 and throughput of every build and ONNX Runtime taking turns, then untuned TVM."""
     peers = ("onnxruntime", "untuned") if untuned_runs else ("onnxruntime",)
     config = BenchConfig(duration_s=seconds, warmup=3, untuned_runs=untuned_runs)
-    return bench(so_path, config, model, peers=peers, others=others)["systems"]
+    return bench(so_path, config, model, peers=peers, others=others).as_dict()["systems"]
 
 
 def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_dir: Path) -> dict:
@@ -68,21 +69,21 @@ def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_
     row: dict = {"model": name, "batch": batch, "seq": seq}
     heuristic_db = f"sqlite:///{out_dir / (tag + '_empty.db')}"
     started = time.monotonic()
-    compiled = jobs.compile(model, out_dir / f"{tag}_heuristic.so", shapes=shapes, db=heuristic_db)
+    compiled = autotune.compile(model, out_dir / f"{tag}_heuristic.so", shapes=shapes, db=heuristic_db)
     row["heuristic_compile_s"] = round(time.monotonic() - started, 1)
     row["heuristic_validation"] = compiled["validation"]
     if f"{batch}x{seq}" in args.tune:
-        summary = jobs.tune(model, shapes, db=db, trials=args.trials,
+        summary = autotune.tune(model, shapes, db=db, trials=args.trials,
                             time_budget_s=args.minutes * 60 if args.minutes else None)
         row["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "estimated_latency_ms",
                                                  "time_split_s", "confirmed")}
-    compiled = jobs.compile(model, out_dir / f"{tag}.so", shapes=shapes, db=db)
+    compiled = autotune.compile(model, out_dir / f"{tag}.so", shapes=shapes, db=db)
     row["validation"] = compiled["validation"]
     row["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
     untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
     others = {"autotune_heuristic": out_dir / f"{tag}_heuristic.so"}
     if args.bf16:  # heuristic schedules in bf16, beside the fp32 ones
-        compiled = jobs.compile(model, out_dir / f"{tag}_heuristic_bf16.so", shapes=shapes,
+        compiled = autotune.compile(model, out_dir / f"{tag}_heuristic_bf16.so", shapes=shapes,
                                 db=heuristic_db, precision="bf16")
         row["heuristic_bf16_validation"] = compiled["validation"]
         others["autotune_heuristic_bf16"] = out_dir / f"{tag}_heuristic_bf16.so"

@@ -19,8 +19,8 @@ import numpy as np
 import psutil
 
 import autotune
-from autotune.bench import summarize
-from autotune.frontend import manifest_inputs
+from autotune.bench.timing import summarize
+from autotune.frontend.inputs import manifest_inputs
 
 
 def soak(model, inputs: dict, reference: dict, threads: int, seconds: float) -> dict:

@@ -18,12 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from autotune.database import Store, make_sql_database
-from autotune.jobs import prepare
-from autotune.measure import Measurer
+from autotune.store.engine import Store
+from autotune.store.metaschedule import SqlDatabase
+from autotune.jobs.prepare import prepare
+from autotune.measure.measurer import Measurer
 from autotune.models import TINY, ModelConfig, write_example
-from autotune.search import Budget, measure_defaults, search
-from autotune.targets import canonical
+from autotune.search.budget import Budget
+from autotune.search.driver import search
+from autotune.search.fixed import measure_defaults
+from autotune.targets.names import canonical
 
 SIZES = {"small": TINY, "bundled": ModelConfig(encoder_layers=1, decoder_layers=0)}
 
@@ -61,7 +64,7 @@ def run_stock(prepared, trials: int, folder: Path) -> dict:
 
 
 def run_autotune(prepared, trials: int, store: Store) -> dict:
-    database = make_sql_database(store, canonical(prepared.target))
+    database = SqlDatabase(store, canonical(prepared.target))
     with Measurer() as measurer:
         measure_defaults(prepared.tasks, database, measurer)  # spent before the clock, as for stock
         start = time.monotonic()
@@ -78,7 +81,7 @@ def remeasure_best(prepared, store: Store) -> dict:
     from tvm.s_tir import meta_schedule as ms
 
     task = prepared.tasks[0]
-    database = make_sql_database(store, canonical(prepared.target))
+    database = SqlDatabase(store, canonical(prepared.target))
     record = database.get_top_k(database.commit_workload(task.mod), 1)[0]
     sch = record.as_measure_candidate()
     with Measurer() as measurer:
@@ -100,7 +103,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     prepared = _encoder(args.model_size, folder)
     store = Store(f"sqlite:///{folder / 'autotune.db'}")
-    database = make_sql_database(store, canonical(prepared.target))
+    database = SqlDatabase(store, canonical(prepared.target))
     report = {"model": f"encoder ({args.model_size})", "tasks": len(prepared.tasks),
               "trial_budget": args.trials}
     if args.only == "stock":

@@ -47,8 +47,8 @@ def build_default(mod, target):
     import tvm
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-    from autotune.heuristics import default_schedule
-    from autotune.measure_jobs import build
+    from autotune.schedules.heuristics import default_schedule
+    from autotune.measure.worker_jobs import build
 
     scheduled = default_schedule(mod, target).mod
     lib = tvm.runtime.load_module(build(tvm.ir.save_json(scheduled), str(target)))
@@ -59,15 +59,15 @@ def time_shape(m: int, k: int, n: int, rounds: int, runs: int) -> dict:
     """Median µs per call with warm and with cold weights, the two taking turns ``rounds`` times."""
     import tvm
 
-    from autotune.measure_jobs import _argument
-    from autotune.targets import parse_target
+    from autotune.measure.worker_jobs import candidate_argument
+    from autotune.targets.names import parse_target
 
     target, device = parse_target("host"), tvm.cpu()
     lib, args_info = build_default(matmul_task(m, k, n), target)
     kernel = lib[lib.entry_name]
-    args = [_argument(info, device) for info in args_info]
+    args = [candidate_argument(info, device) for info in args_info]
     copies = max(2, COLD_BYTES // (4 * k * n))
-    weights = [args[1]] + [_argument(args_info[1], device) for _ in range(copies - 1)]
+    weights = [args[1]] + [candidate_argument(args_info[1], device) for _ in range(copies - 1)]
     deadline = time.perf_counter() + WARM_UP_S
     while time.perf_counter() < deadline:
         kernel(*args)

@@ -27,8 +27,8 @@ from autotune.errors import AutotuneError  # noqa: E402
 
 def profile(paths: list[Path], rounds: int, inferences: int) -> dict[str, dict]:
     """Per-artifact summaries; the artifacts (manifests checked) take turns on the same inputs."""
-    from autotune.frontend import manifest_inputs
-    from autotune.profile import profile_in_turns, summary
+    from autotune.frontend.inputs import manifest_inputs
+    from autotune.measure.profile import profile_in_turns, summary
     from autotune.runtime import load
 
     manifest = load(paths[0]).manifest

@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
 
 def fma_peak(threads: int) -> dict:
     """GFLOP/s of independent vector FMA chains on ``threads`` threads (C, built here)."""
-    from autotune.targets import host_cpu_flags
+    from autotune.targets.host import host_cpu_flags
 
     isa = ["-mavx512f"] if "avx512f" in host_cpu_flags() else ["-mavx2", "-mfma"]
     with tempfile.TemporaryDirectory() as folder:
@@ -106,7 +106,7 @@ def model_gflop(name: str, model: Path, batch: int, seq: int) -> float:
     """GFLOP per inference of one configuration of ``model``, as autotune's tasks count them."""
     from bench_models import shapes_for
 
-    from autotune.jobs import prepare
+    from autotune.jobs.prepare import prepare
 
     prepared = prepare(model, shapes_for(name, batch, seq), "host")
     return sum(task.flops * task.weight for task in prepared.tasks) / 1e9

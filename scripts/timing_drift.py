@@ -31,8 +31,8 @@ def build(path: Path) -> None:
     import tvm
     from tvm import te
 
-    from autotune.heuristics import default_schedule
-    from autotune.targets import parse_target
+    from autotune.schedules.heuristics import default_schedule
+    from autotune.targets.names import parse_target
 
     a = te.placeholder(SHAPES[0], name="A")
     b = te.placeholder(SHAPES[1], name="B")

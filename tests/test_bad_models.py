@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from autotune.cli import main
-from autotune.frontend import load_model
+from autotune.frontend.importer import load_model
 
 from .bad_models import CORPUS, valid_model, write_valid
 

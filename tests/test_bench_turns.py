@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotune.bench import INTERLEAVE_SLICES, BenchConfig, time_in_turns, time_interleaved, turn_ratios
+from autotune.bench.timing import INTERLEAVE_SLICES, BenchConfig, time_in_turns, time_interleaved, turn_ratios
 
 
 def test_turns_rotate_and_start_with_an_untimed_run():

@@ -7,13 +7,15 @@ import pytest
 from sqlalchemy import select
 
 import autotune
-from autotune import history
-from autotune.confirm import KEEP_MARGIN, confirm_alone, finalists, winner_index
-from autotune.database import CONFIRM, Store, make_sql_database
-from autotune.jobs import prepare
-from autotune.measure import Measurer
-from autotune.schema import TuningRecordRow
-from autotune.targets import canonical
+from autotune.store import history
+from autotune.jobs.confirm import KEEP_MARGIN, confirm_alone, finalists, winner_index
+from autotune.common.records import Provenance
+from autotune.store.engine import Store
+from autotune.store.metaschedule import SqlDatabase
+from autotune.jobs.prepare import prepare
+from autotune.measure.measurer import Measurer
+from autotune.store.schema import TuningRecordRow
+from autotune.targets.names import canonical
 
 from .conftest import TINY_SHAPES, copy_database
 
@@ -22,12 +24,12 @@ from .conftest import TINY_SHAPES, copy_database
 def opened(tuned):
     prepared = prepare(tuned["model"], TINY_SHAPES, "host")
     store = Store(tuned["db"])
-    return prepared, store, make_sql_database(store, canonical(prepared.target))
+    return prepared, store, SqlDatabase(store, canonical(prepared.target))
 
 
 def _confirm_rows(store: Store) -> list[TuningRecordRow]:
     with store.session() as session:
-        return list(session.scalars(select(TuningRecordRow).where(TuningRecordRow.provenance == CONFIRM)))
+        return list(session.scalars(select(TuningRecordRow).where(TuningRecordRow.provenance == Provenance.CONFIRM)))
 
 
 def test_every_confirmation_was_timed_in_place_against_another_provenance(tuned, opened):
@@ -66,7 +68,7 @@ def test_compile_and_history_use_the_newest_confirmation(tuned, opened, tmp_path
             assert row.id == confirmed[row.workload_id].id  # even where a search claim is lower
     built = autotune.compile(tuned["model"], tmp_path / "m.so", TINY_SHAPES, db=tuned["db"])
     assert set(built["record_ids"]) == {r.id for r in chosen.values()}
-    assert CONFIRM in built["provenance"] and built["validation"]["passed"]
+    assert Provenance.CONFIRM in built["provenance"] and built["validation"]["passed"]
     best = {r["workload_id"]: r["record_id"] for r in history.best(store, job=tuned["summary"]["job_id"])}
     assert best == {r.workload_id: r.id for r in chosen.values()}
 
@@ -85,7 +87,7 @@ def test_confirm_alone_retimes_and_becomes_the_pick(tuned, opened, tmp_path):
     """The path for remote and GPU targets, run here on the local CPU (on a copy of the database)."""
     prepared, _, _ = opened
     store = Store(copy_database(tuned["db"], tmp_path / "copy.db"))
-    database = make_sql_database(store, canonical(prepared.target))
+    database = SqlDatabase(store, canonical(prepared.target))
     task = next(t for t in prepared.tasks if "matmul" in t.name)
     with Measurer() as measurer:
         result = confirm_alone(task, database, measurer)

@@ -16,8 +16,9 @@ import pytest
 
 import autotune
 from autotune import AutotuneError
-from autotune.cuda import arch_runs_on, embedded_device_code
-from autotune.targets import parse_target
+from autotune.backends.cuda_code import embedded_device_code
+from autotune.targets.gpu import arch_runs_on
+from autotune.targets.names import parse_target
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
 
@@ -42,7 +43,7 @@ def _cuda_elf_archs(data: bytes) -> set[int]:
 
 @pytest.fixture(scope="module")
 def prepared(tiny_encoder):
-    from autotune.jobs import prepare
+    from autotune.jobs.prepare import prepare
 
     return prepare(tiny_encoder, {"input_ids": (1, 16)}, "cuda-sm90")
 
@@ -66,12 +67,14 @@ def test_design_spaces_generated_and_candidates_built_for_sm90(prepared):
     """Tasks of the tiny encoder, MetaSchedule's CUDA design spaces, candidates built with nvcc."""
     from tvm.s_tir import meta_schedule as ms
 
-    from autotune.measure import MeasureConfig, Measurer
-    from autotune.search import register_tensor_intrinsics
+    from autotune.backends import backend_for
+    from autotune.measure.config import MeasureConfig
+    from autotune.measure.measurer import Measurer
+    from autotune.search.tvm_setup import register_tensor_intrinsics
 
     assert prepared.tasks and all(t.target.kind.name == "cuda" for t in prepared.tasks)
     task = next(t for t in prepared.tasks if "matmul" in t.name)
-    register_tensor_intrinsics(task.target)
+    register_tensor_intrinsics(backend_for(task.target))
     context = ms.TuneContext(mod=task.mod, target=task.target, space_generator="post-order-apply",
                              search_strategy=ms.search_strategy.ReplayTrace(), task_name=task.name,
                              rand_state=0)

@@ -77,7 +77,8 @@ def test_second_model_reuses_shared_workloads(tuned, tiny_encoder):
 
 
 def test_bench_reports_percentiles_side_by_side(tuned, tmp_path):
-    from autotune.bench import BenchConfig, bench
+    from autotune.bench.bench import bench
+    from autotune.bench.timing import BenchConfig
 
     so_path = tmp_path / "tiny.so"
     autotune.compile(tuned["model"], so_path, TINY_SHAPES, "host", tuned["db"], validate=False)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autotune.errors import AutotuneError
-from autotune.frontend import capture_native_stderr, load_model
+from autotune.frontend.importer import capture_native_stderr, load_model
 from autotune.models import ModelConfig, write_example
 
 from .conftest import TINY_SHAPES

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autotune.cli import main
-from autotune.graph_search import best_configuration, run_study
+from autotune.jobs.study import best_configuration, run_study
 from autotune.space import load_space
 
 from .conftest import TINY_SHAPE_FLAGS, TINY_SHAPES

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from autotune.heuristics import default_schedule, heuristic_schedules
-from autotune.jobs import prepare
+from autotune.schedules.heuristics import default_schedule, heuristic_schedules
+from autotune.jobs.prepare import prepare
 
 from .conftest import TINY_SHAPES, copy_database
 
@@ -69,7 +69,7 @@ def test_every_matmul_task_gets_a_tiled_schedule(prepared):
 def test_vector_lanes_follow_the_target_features():
     """AVX2 CPUs get 8 fp32 lanes (TVM's llvm_get_vector_width wrongly answers 512 bits for them)."""
     import tvm
-    from autotune.heuristics import vector_lanes
+    from autotune.schedules.loops import vector_lanes
 
     assert vector_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})) == 8
     assert vector_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == 8
@@ -87,8 +87,8 @@ def test_compile_without_records_uses_heuristics_and_validates(tiny_translation,
 
 
 def test_tuning_records_heuristic_schedules(tuned):
-    from autotune.database import Store
-    from autotune.schema import TuningRecordRow
+    from autotune.store.engine import Store
+    from autotune.store.schema import TuningRecordRow
     from sqlalchemy import func, select
 
     with Store(tuned["db"]).session() as session:
@@ -105,7 +105,7 @@ def test_a_layer_norms_default_runs_in_parallel_when_its_output_is_big(rows, par
     import tvm
     from tvm import te, topi
 
-    from autotune.targets import parse_target
+    from autotune.targets.names import parse_target
 
     data = te.placeholder((1, rows, 384), name="data")
     gamma, beta = te.placeholder((384,), name="gamma"), te.placeholder((384,), name="beta")
@@ -121,7 +121,7 @@ def test_a_matmuls_default_runs_in_parallel_from_half_a_megaflop(rows, parallel)
     """On 2 cores, MiniLM's 32 × 384 × 384 projection (9.4 MFLOP) ran 85 µs serial and 44 µs in
     parallel (``scripts/cold_weights.py``), and parallel still won at 0.5 MFLOP; one decoder row
     (0.3 MFLOP) stays serial."""
-    from autotune.targets import parse_target
+    from autotune.targets.names import parse_target
 
     sch = default_schedule(_matmul_task(rows=rows), parse_target("host", num_cores=2))
     assert ("sch.parallel(" in str(sch.trace)) == parallel
@@ -133,7 +133,7 @@ def test_matmul_weights_are_prepacked_and_the_record_round_trips(prepared):
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from autotune.database import record_json
+    from autotune.store.tvm_json import record_json
 
     task = next(t for t in prepared.tasks if "matmul" in t.name
                 and t.mod["main"].attrs.get("layout_free_buffers"))
@@ -151,8 +151,8 @@ def test_matmul_weights_are_prepacked_and_the_record_round_trips(prepared):
 def test_tasks_with_prepacked_weights_stay_searchable(tuned):
     """Layout-free weights must not make MetaSchedule's design spaces fail (TVM 0.27's RewriteLayout
     did, for every matmul), and the search must have measured candidates of its own."""
-    from autotune.database import Store
-    from autotune.schema import TuningRecordRow
+    from autotune.store.engine import Store
+    from autotune.store.schema import TuningRecordRow
     from sqlalchemy import func, select
 
     assert tuned["summary"]["unsearchable_tasks"] == {}
@@ -181,26 +181,27 @@ def test_an_improved_rule_is_timed_again_in_an_old_database(tuned, tmp_path):
     import autotune
     from sqlalchemy import update
 
-    from autotune.database import Store, make_sql_database
-    from autotune.schema import TuningRecordRow
-    from autotune.search import _unmeasured_defaults
-    from autotune.targets import canonical
+    from autotune.store.engine import Store
+    from autotune.store.metaschedule import SqlDatabase
+    from autotune.store.schema import TuningRecordRow
+    from autotune.search.fixed import unmeasured_defaults
+    from autotune.targets.names import canonical
 
     prepared = prepare(tuned["model"], TINY_SHAPES, "host")
     db = copy_database(tuned["db"], tmp_path / "copy.db")
     store = Store(db)
-    database = make_sql_database(store, canonical(prepared.target))
-    assert all(_unmeasured_defaults(t, database) == [] for t in prepared.tasks)
+    database = SqlDatabase(store, canonical(prepared.target))
+    assert all(unmeasured_defaults(t, database) == [] for t in prepared.tasks)
     with store.session() as session:
         session.execute(update(TuningRecordRow).where(TuningRecordRow.provenance == "heuristic")
                         .values(source=None))
         session.commit()
-    stale = [t for t in prepared.tasks if _unmeasured_defaults(t, database)]
-    assert stale and all(p == "heuristic" for t in stale for _, _, p, _ in _unmeasured_defaults(t, database))
+    stale = [t for t in prepared.tasks if unmeasured_defaults(t, database)]
+    assert stale and all(item.provenance == "heuristic" for t in stale for item in unmeasured_defaults(t, database))
     summary = autotune.tune(tuned["model"], TINY_SHAPES, "host", db, trials=200, confirm=False)
     assert summary["tasks_from_database"] == len(prepared.tasks)  # nothing left to search ...
     assert summary["trials_measured"] == sum(len(heuristic_schedules(t.mod, t.target)) for t in stale)
-    assert all(_unmeasured_defaults(t, database) == [] for t in prepared.tasks)  # ... but re-timed
+    assert all(unmeasured_defaults(t, database) == [] for t in prepared.tasks)  # ... but re-timed
 
 
 def _matmul_task(head_width: int | None = None, columns: int = 384, rows: int = 128):
@@ -236,7 +237,7 @@ def test_column_panels_never_straddle_the_heads_their_epilogue_writes(head_width
     heads a wrong bounding box, leaving part of the output uncomputed (24 columns over heads of 32
     wronged 27648 of 49152 elements). So panels lie within a head or cover whole ones, and where no
     vector tile does (heads of 20 on 8 lanes), the epilogue runs after the matmul, not per panel."""
-    from autotune.targets import parse_target
+    from autotune.targets.names import parse_target
 
     target = parse_target("avx2", num_cores=2)
     mod = _matmul_task(head_width, columns)
@@ -257,8 +258,8 @@ def test_the_heuristic_matmul_prefetches_its_next_weight_panel_and_stays_exact()
     changes no result. A function without the mark is returned as it is."""
     import tvm
 
-    from autotune.prefetch import ANNOTATION, insert_prefetches
-    from autotune.targets import parse_target
+    from autotune.schedules.prefetch import ANNOTATION, insert_prefetches
+    from autotune.targets.names import parse_target
 
     target = parse_target("avx2", num_cores=2)
     mod = _matmul_task()

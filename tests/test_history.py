@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 import autotune
-from autotune import history, migrate
+from autotune.store import history, migrate
 from autotune.cli import main
-from autotune.database import Store
+from autotune.store.engine import Store
 
 from .conftest import TINY_SHAPES
 

@@ -15,7 +15,7 @@ import pytest
 
 import autotune
 from autotune.cli import main
-from autotune.frontend import random_inputs
+from autotune.frontend.inputs import random_inputs
 from autotune.models import TINY, write_example
 
 from .conftest import TINY_SHAPES, run_env
@@ -80,7 +80,7 @@ def _call(build: dict, cases: list[dict]) -> list[dict]:
 
 def _valid(build: dict) -> dict:
     specs = autotune.load(build["so"]).inputs
-    from autotune.frontend import TensorSpec
+    from autotune.frontend.specs import TensorSpec
 
     return {k: v.tolist() for k, v in random_inputs([TensorSpec.from_dict(s) for s in specs]).items()}
 
@@ -128,7 +128,7 @@ def test_boundary_and_negative_ids_give_onnxruntimes_answer(builds, family):
 
 
 def test_validation_inputs_index_within_the_tables_and_masks_pad(builds):
-    from autotune.frontend import TensorSpec
+    from autotune.frontend.specs import TensorSpec
 
     specs = [TensorSpec.from_dict(s) for s in autotune.load(builds["bert"]["so"]).inputs]
     inputs = random_inputs(specs)

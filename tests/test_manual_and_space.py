@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import autotune
-from autotune import AutotuneError, history
-from autotune.database import Store
+from autotune import AutotuneError
+from autotune.store import history
+from autotune.store.engine import Store
 from autotune.models import ModelConfig, write_example
 from autotune.space import load_space
 
@@ -81,7 +82,7 @@ def test_manual_records_carry_provenance_and_source(manual_job):
     db, summary = manual_job
     best = history.best(Store(db), job=summary["job_id"])
     manual_source = (ROOT / "search_spaces" / "manual" / "dense_cpu.py")
-    from autotune.runtime import sha256_of
+    from autotune.common.files import sha256_of
     from sqlalchemy import create_engine, text
     with create_engine(db).connect() as conn:
         sources = [json.loads(s) for (s,) in conn.execute(text(

@@ -7,12 +7,15 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from autotune.database import Store, make_sql_database
-from autotune.measure import MeasureConfig, Measurer
-from autotune.schema import TuningRecordRow
-from autotune.search import Budget, search
-from autotune.targets import canonical, parse_target
-from autotune.tasks import Task
+from autotune.store.engine import Store
+from autotune.store.metaschedule import SqlDatabase
+from autotune.measure.config import MeasureConfig
+from autotune.measure.measurer import Measurer
+from autotune.store.schema import TuningRecordRow
+from autotune.search.budget import Budget
+from autotune.search.driver import search
+from autotune.targets.names import canonical, parse_target
+from autotune.frontend.tasks import Task
 
 
 def _task(name: str, build_compute) -> Task:
@@ -55,7 +58,7 @@ def measured(tmp_path_factory):
     tasks = [_task("segfaults", _segfaulting), _task("hangs", _hanging),
              _task("uncompilable", _uncompilable), _task("healthy", _healthy)]
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('iso') / 'db.sqlite'}")
-    database = make_sql_database(store, canonical(tasks[0].target))
+    database = SqlDatabase(store, canonical(tasks[0].target))
     with Measurer(MeasureConfig(run_timeout_s=3.0)) as measurer:
         result = search(tasks, database, measurer, Budget(trials=12))
     with store.session() as session:

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import autotune
-from autotune import history, migrate
-from autotune.database import Store
+from autotune.store import history, migrate
+from autotune.store.engine import Store
 
 from .conftest import TINY_SHAPES
 from .postgres_server import PostgresServer

@@ -90,7 +90,7 @@ def test_two_tuners_share_one_sqlite_file(tmp_path, tiny_translation, tiny_encod
 
 OPEN_AT = """
 import sys, time
-from autotune.database import Store
+from autotune.store.engine import Store
 start = float(sys.argv[2])
 while time.time() < start:
     pass

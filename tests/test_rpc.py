@@ -18,8 +18,8 @@ import pytest
 import autotune
 from autotune.cli import main
 from autotune.errors import AutotuneError
-from autotune.rpc import RpcTarget, check_bind, count_servers, start_tracker
-from autotune.search import SearchConfig
+from autotune.measure.rpc import RpcTarget, check_bind, count_servers, start_tracker
+from autotune.search.driver import SearchConfig
 
 from .conftest import TINY_SHAPE_FLAGS, TINY_SHAPES, run_env
 

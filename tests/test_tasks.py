@@ -6,7 +6,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import autotune
-from autotune.jobs import prepare
+from autotune.jobs.prepare import prepare
 
 
 def _save(path, name: str, nodes: list, inputs: dict, outputs: dict, initializers=()) -> str:
@@ -125,7 +125,7 @@ def test_tuple_items_are_read_from_the_tuple_they_were_built_from():
     from tvm import relax
     from tvm.script import relax as R
 
-    from autotune.tasks import tuple_items_forwarded
+    from autotune.backends.packing import tuple_items_forwarded
 
     @tvm.script.ir_module
     class Packed:

@@ -1,0 +1,87 @@
+"""``bench``: an artifact's latency percentiles and throughput, side by side with its peers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..common.results import Result
+from ..errors import AutotuneError
+from .timing import BenchConfig, SystemStats, runs_of, summarize, time_in_turns, time_runs, turn_ratios
+
+PEERS = ("onnxruntime", "untuned")
+RESERVED = ("autotune", "onnxruntime", "untuned_tvm")  # the systems' names in a result
+
+
+@dataclass
+class BenchResult(Result):
+    """A benchmark's systems (autotune, other builds, peers) on the same inputs and threads."""
+
+    artifact: str
+    threads: int
+    batch: int
+    inputs: dict[str, list[int]]
+    systems: dict[str, SystemStats]
+
+
+def _others(so_path: str | Path, manifest, others: dict[str, Path]) -> dict:
+    """The other builds to take turns with, loaded; each must take the artifact's inputs."""
+    from ..runtime.loader import load
+
+    loaded = {}
+    for name, path in others.items():
+        if name in RESERVED:
+            raise AutotuneError(f"another build cannot be named {name!r}: a system of the benchmark is")
+        other = load(path)
+        if other.manifest.inputs != manifest.inputs:
+            raise AutotuneError(f"{path} ({name}) takes other inputs than {so_path}: "
+                                f"{other.manifest.inputs} vs {manifest.inputs}")
+        loaded[name] = other
+    return loaded
+
+
+def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: str | Path | None = None,
+          peers: tuple[str, ...] = PEERS, others: dict[str, Path] | None = None,
+          inputs_path: str | Path | None = None) -> BenchResult:
+    """Benchmark the artifact and each peer on the same inputs (``inputs_path``, an ``.npz``, or
+    inputs the model accepts).
+
+    ``others`` names more artifacts of the same model to take turns with (e.g. another build).
+    Untuned TVM is timed after the turns (``BenchConfig.untuned_runs``).
+    """
+    from ..frontend.inputs import inputs_from_file, manifest_inputs
+    from ..runtime.loader import load
+    from ..targets.host import physical_cores
+    from .peers import onnxruntime_runner, untuned_runner
+
+    if "untuned" in peers:
+        import tvm.relax  # noqa: F401  (the compiler, loaded before the runtime-only loader runs)
+    compiled = load(so_path)
+    manifest = compiled.manifest
+    threads = config.threads or physical_cores()
+    specs, inputs = manifest_inputs(manifest)
+    if inputs_path is not None:
+        inputs = inputs_from_file(inputs_path, specs)
+    batch = specs[0].shape[0] if specs and specs[0].shape else 1
+    source = Path(model_path or manifest.model["path"])
+    if peers and not source.is_file():
+        raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
+    runners = {"autotune": lambda: compiled(inputs)}
+    for name, other in _others(so_path, manifest, others or {}).items():
+        runners[name] = (lambda model: lambda: model(inputs))(other)
+    if "onnxruntime" in peers:
+        runners["onnxruntime"] = onnxruntime_runner(source, inputs, threads)
+    turns = time_in_turns(runners, config)
+    results = {name: summarize(runs_of(system), batch) for name, system in turns.items()}
+    if "untuned" in peers:
+        untuned = untuned_runner(source, manifest, inputs)
+        runs = min(config.untuned_runs, config.count) if config.duration_s is None else config.untuned_runs
+        results["untuned_tvm"] = summarize(time_runs(untuned, BenchConfig(count=runs, warmup=1)), batch)
+    reference = results.get("onnxruntime")
+    for name, stats in results.items():
+        if reference:
+            stats.p50_vs_onnxruntime = stats.p50_ms / reference.p50_ms
+            if name in turns and name != "onnxruntime":
+                stats.turns_vs_onnxruntime = turn_ratios(turns[name], turns["onnxruntime"])
+    return BenchResult(artifact=str(so_path), threads=threads, batch=batch,
+                       inputs={s.name: list(s.shape) for s in specs}, systems=results)

@@ -1,0 +1,7 @@
+"""``python -m autotune.cli``: the console script."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Commands around artifacts and examples: ``bench``, ``example``, ``demo``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import AutotuneError
+from .args import add_output_options, add_target, duration_arg, named_path, positive_int, table, target_of
+from .tuning import print_progress
+
+DEMO_DIR = Path("tuning_logs/demo")
+DEMO_SHAPES = {"input_ids": (1, 32), "decoder_input_ids": (1, 8)}
+# The demo times its systems for a while rather than for a count of runs: a fresh process's thread
+# pool starts slowly, and a model this small finishes a count of runs before it is warm.
+DEMO_BENCH_S = 10.0
+EXAMPLE_NAMES = ("translation", "encoder", "bert")  # autotune.models.EXAMPLES, without importing onnx
+
+
+def run_bench(args):
+    from ..bench.bench import PEERS, bench
+    from ..bench.timing import BenchConfig
+
+    config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
+                         threads=args.threads, untuned_runs=args.untuned_runs)
+    others = dict(args.other)
+    if len(others) < len(args.other):
+        raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
+    result = bench(args.artifact, config, args.model, () if args.no_peers else PEERS, others, args.inputs)
+    if not args.json:
+        print_bench(result)
+    return result
+
+
+def print_bench(result) -> None:
+    """The systems of a ``BenchResult`` as a table."""
+    rows = [{"system": name, **stats.as_dict(),
+             "per_turn_vs_onnxruntime": _turn_range(stats.turns_vs_onnxruntime)}
+            for name, stats in result.systems.items()]
+    print(table(rows, ["system", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s",
+                       "p50_vs_onnxruntime", "per_turn_vs_onnxruntime"]))
+
+
+def _turn_range(ratios: dict | None) -> str:
+    """``median (lowest-highest)`` of the per-turn ratios, or empty."""
+    return f"{ratios['median']:.3f} ({ratios['lowest']:.3f}-{ratios['highest']:.3f})" if ratios else ""
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="latency percentiles and throughput vs ONNX Runtime and untuned TVM")
+    p.add_argument("artifact", help="compiled .so (with its manifest beside it)")
+    p.add_argument("--count", type=positive_int, default=100)
+    p.add_argument("--duration", type=duration_arg, help="measure for this long instead of --count")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
+    p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
+    p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--inputs", metavar="X.npz", help="run every system on these inputs (one array "
+                   "per input name; default: random inputs the model accepts)")
+    p.add_argument("--untuned-runs", type=positive_int, default=5,
+                   help="runs of untuned TVM, timed after the rest (it is tens of times slower)")
+    p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
+                   help="another build of the same model and shapes (say, the one in production) "
+                        "taking turns with the rest; repeatable")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_bench)
+
+
+def run_example(args) -> dict:
+    from ..models import TINY, ModelConfig, write_example
+
+    path = write_example(args.name, args.output, TINY if args.tiny else ModelConfig())
+    if not args.json:
+        print(f"wrote {path}")
+    return {"model": str(path)}
+
+
+def add_example(sub) -> None:
+    p = sub.add_parser("example", help="write a bundled example Transformer as ONNX")
+    p.add_argument("name", choices=EXAMPLE_NAMES)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--tiny", action="store_true", help="the tiny test-sized configuration")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_example)
+
+
+def run_demo(args) -> dict:
+    """The quickstart: bundled translation model → tune → compile → bench."""
+    from ..bench.bench import bench
+    from ..bench.timing import BenchConfig
+    from ..jobs.compile import CompileOptions, compile
+    from ..jobs.tune import TuneOptions, tune
+    from ..models import write_example
+
+    model = write_example("translation", DEMO_DIR / "translation.onnx")
+    target = target_of(args, None)
+    print(f"tuning {model} on --target {target} for {args.time_budget:.0f} s", file=sys.stderr)
+    summary = tune(model, TuneOptions(DEMO_SHAPES, target, args.db, time_budget_s=args.time_budget),
+                   print_progress)
+    so_path = DEMO_DIR / "translation.so"
+    built = compile(model, so_path, CompileOptions(DEMO_SHAPES, target, args.db))
+    result = bench(so_path, BenchConfig(duration_s=DEMO_BENCH_S, warmup=5))
+    if not args.json:
+        print_bench(result)
+        print(f"\njob {summary.job_id}: {summary.trials_measured} trials in "
+              f"{summary.tuning_seconds:.0f} s; artifact: {so_path.resolve()}")
+    return {"tune": summary, "compile": built, "bench": result}
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
+    add_target(p)
+    add_output_options(p)
+    p.add_argument("--time-budget", type=duration_arg, default=240.0)
+    p.set_defaults(func=run_demo)

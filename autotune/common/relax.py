@@ -1,0 +1,18 @@
+"""Relax helpers shared by the graph passes and the build."""
+
+from __future__ import annotations
+
+
+def mutator_pass(mutator_class, name: str):
+    """A module pass running a ``relax.PyExprMutator`` class over every Relax function."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def transform(mod, _ctx):
+        mutator = mutator_class(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+        return mutator.builder_.get()
+    return transform

@@ -1,0 +1,18 @@
+"""How close an artifact's outputs must be to ONNX Runtime's, unless the user says otherwise."""
+
+from __future__ import annotations
+
+RTOL = 1e-4  # fp32: the same arithmetic summed in another order differs by far less than this
+ATOL = 1e-4
+# Reduced precision is judged by max relative error (to each output's magnitude) and the lowest
+# cosine similarity over the outputs instead of elementwise closeness.
+REDUCED_PRECISION = {"fp16": (2e-2, 0.999), "bf16": (1e-1, 0.99)}
+
+
+def reduced_precision_limits(precision: str, max_rel_err: float | None,
+                             min_cosine: float | None) -> tuple[float | None, float | None]:
+    """The (max relative error, min cosine) limits for ``precision``: the user's where given, else the
+    precision's defaults (none for fp32, which is judged by ``RTOL``/``ATOL``)."""
+    default_rel, default_cos = REDUCED_PRECISION.get(precision, (None, None))
+    return (max_rel_err if max_rel_err is not None else default_rel,
+            min_cosine if min_cosine is not None else default_cos)

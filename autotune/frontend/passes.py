@@ -1,0 +1,99 @@
+"""Graph-level passes: the imported Relax module made into the fused module tasks come from."""
+
+from __future__ import annotations
+
+from ..common.relax import mutator_pass
+
+FUSION_PASSES = ("FuseOps", "FuseTIR")
+
+
+def small_powers_as_products():
+    """A pass writing ``x ** 2`` and ``x ** 3`` (in the tanh form of GELU) as products.
+
+    TVM lowers ``power`` to a scalar ``powf`` call per element, which can make an FFN's GELU
+    epilogue cost more than the matmul it follows.
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    base, exponent = wildcard(), is_const()
+    pattern = is_op("relax.power")(base, exponent)
+
+    def rewrite(expr, matches):
+        value = matches[exponent].value.numpy()
+        if value.size != 1 or float(value) not in (2.0, 3.0):
+            return expr
+        x = matches[base]
+        square = relax.op.multiply(x, x)
+        return square if float(value) == 2.0 else relax.op.multiply(square, x)
+
+    @relax.transform.function_pass(opt_level=0, name="SmallPowersAsProducts")
+    def transform(func, _mod, _ctx):
+        return rewrite_call(pattern, rewrite, func)
+    return transform
+
+
+def isnan_as_bit_test():
+    """A pass computing float32 ``isnan`` as a bit test: exponent all ones, mantissa not zero.
+
+    TVM's vectorizer leaves ``isnan`` scalar, and with it the exporters' softmax guard
+    ``where(isnan(p), 0, p)`` over every attention score. Comparisons cannot stand in: TVM's
+    simplifier folds ``x != x`` to false and ``not x <= inf`` to ``x > inf``.
+    """
+    import tvm
+    from tvm import relax, te, tirx
+
+    def bit_test(x):
+        return te.compute(x.shape, lambda *i: tirx.reinterpret("int32", x(*i)) & 0x7FFFFFFF > 0x7F800000,
+                          name="isnan")
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.isnan" \
+                    and call.args[0].ty.dtype == "float32":
+                return self.builder_.call_te(bit_test, call.args[0], primfunc_name_hint="isnan")
+            return super().visit_call_(call)
+
+    return mutator_pass(Rewriter, "autotune.IsnanAsBitTest")
+
+
+def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
+    """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
+
+    This is the module tasks come from; compile applies tuned schedules to this same module, so
+    workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
+    on CPU also makes each attention block one task (``attention.fuse_attention``).
+    Every index a caller sends is checked before a table is read with it (``guards``).
+    ``precision`` (fp32, fp16, bf16) is applied next (``autotune.precision``). Common
+    subexpressions are computed once (exporters repeat the attention mask in every layer).
+    Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
+    softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
+    within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
+    element and made GELU cost as much as its matmul. On CPU, tasks mark their constant arguments
+    (weights) layout-free, so a schedule may choose the weights' layout (``artifact.build_tuned``
+    packs them at compile time).
+    """
+    import tvm
+    from tvm import relax
+
+    from ..backends import backend_for
+    from .attention import fuse_attention
+    from .guards import guard_indices
+    from .precision import precision_pass
+
+    backend = backend_for(target)
+    pipeline = backend.pipeline()
+    legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
+                if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
+                and p.info.name != "ApplyDefaultSchedule"]
+    passes = [guard_indices(target), precision_pass(precision), relax.transform.DecomposeOpsForInference(),
+              relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
+              small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
+    if fusion == "full" and backend.fuses_attention:
+        passes.append(fuse_attention())
+    passes += [*pipeline.library_dispatch_passes(target), *legalize]
+    if backend.layout_free_weights:  # a schedule may choose the weights' layout, compile packs them
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(passes)(relax_mod)

@@ -1,0 +1,49 @@
+"""What a model takes and gives: each input's and output's name, frozen shape and dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import AutotuneError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, frozen shape and dtype of a model input or output.
+
+    ``index_range`` is ``(low, high)``, inclusive, for an integer input that indexes a table (token,
+    position, token-type ids): the values the model accepts, as ONNX's ``Gather`` defines them.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    index_range: tuple[int, int] | None = None
+
+    def as_dict(self) -> dict:
+        spec = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.index_range is not None:
+            spec["index_range"] = list(self.index_range)
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> TensorSpec:
+        """The spec a manifest records (``as_dict``'s output)."""
+        index_range = spec.get("index_range")
+        return cls(spec["name"], tuple(spec["shape"]), spec["dtype"],
+                   tuple(index_range) if index_range else None)
+
+    def check_indices(self, array: np.ndarray, what: str = "input") -> None:
+        """Raise naming the input, its first value outside ``index_range`` (a table's rows, ONNX's
+        negative indices included) and where it is; nothing for inputs that index no table."""
+        if self.index_range is None or array.size == 0:
+            return
+        low, high = self.index_range
+        outside = np.flatnonzero((array < low) | (array > high))
+        if outside.size:
+            where = [int(i) for i in np.unravel_index(outside[0], array.shape)]
+            raise AutotuneError(f"{what} {self.name!r} holds {array.flat[outside[0]]} at {where}, outside "
+                                f"[{low}, {high}], the rows of the table it indexes ({outside.size} such "
+                                f"value{'s' if outside.size > 1 else ''})")

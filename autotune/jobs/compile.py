@@ -1,0 +1,109 @@
+"""``compile``: the database's chosen records built into a validated, deployable artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends import backend_for
+from ..common.results import Result
+from ..common.tolerances import ATOL, RTOL, reduced_precision_limits
+from ..errors import ValidationFailed
+from ..store import jobs as job_rows
+from ..store.engine import Store
+from ..store.selection import Selection
+from ..targets.host import physical_cores
+from ..targets.names import canonical
+from .prepare import prepare
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What to build for and how it is checked: the arguments of ``autotune.compile`` but the model
+    and the output path."""
+
+    shapes: dict[str, tuple[int, ...]] | None = None
+    target: object = "host"
+    db: str | None = None
+    validate: bool = True
+    rtol: float = RTOL
+    atol: float = ATOL
+    fusion: str = "full"
+    pins: Sequence[str] = ()  # manual schedules used wherever they have a record, even when slower
+    precision: str = "fp32"
+    max_rel_err: float | None = None  # reduced precision: limits instead of rtol/atol
+    min_cosine: float | None = None
+    inputs: str | Path | None = None  # an .npz of validation inputs (default: inputs the model accepts)
+
+
+@dataclass
+class CompileResult(Result):
+    """Where the artifact is, what it was built from, and how it compared with ONNX Runtime."""
+
+    artifact: str
+    manifest: str
+    artifact_id: int
+    sha256: str
+    record_ids: list[int]
+    fusion: str
+    precision: str
+    provenance: list[str]
+    job_ids: list[int]
+    tasks: int
+    tasks_tuned: int
+    validation: dict | None
+
+
+def compile(model: str | Path, output: str | Path, options: CompileOptions = CompileOptions()  # noqa: A001
+            ) -> CompileResult:
+    """Build the model with the database's chosen records, validate it, and only then put it at
+    ``output`` (+ manifest); a failed validation leaves what was at ``output`` untouched."""
+    from ..deploy import export
+    from ..deploy.build import build_tuned
+    from ..frontend.inputs import inputs_from_file
+    from ..store.metaschedule import SqlDatabase
+
+    prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision)
+    given = inputs_from_file(options.inputs, prepared.model.inputs) if options.inputs is not None else None
+    store = Store(options.db)
+    database = SqlDatabase(store, canonical(prepared.target), selection=Selection(pins=frozenset(options.pins)))
+    used = [row for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
+    executable = build_tuned(prepared.fused, prepared.target, database)
+    built_from = export.BuildProvenance(
+        record_ids=sorted(r.id for r in used), job_ids=sorted({r.job_id for r in used if r.job_id is not None}),
+        provenance=sorted({r.provenance for r in used}), fusion=options.fusion, precision=options.precision,
+        tasks=len(prepared.tasks), tasks_tuned=len(used))
+    so_path = Path(output)
+    staged = export.stage(executable, so_path, prepared.model, prepared.target, built_from)
+    try:
+        validation = _validate(staged, prepared, options, given) if options.validate else None
+        staged.commit()
+    finally:
+        staged.discard()  # nothing left of a staged pair that was neither committed nor kept
+    manifest = staged.manifest
+    artifact_id = job_rows.record_artifact(store, so_path, manifest.sha256, manifest.as_dict(),
+                                           built_from.record_ids)
+    return CompileResult(artifact=str(so_path), manifest=f"{so_path}.json", artifact_id=artifact_id,
+                         sha256=manifest.sha256, **built_from.as_dict(),
+                         validation=validation.as_dict() if validation else None)
+
+
+def _validate(staged, prepared, options: CompileOptions, inputs):
+    """Compare the staged artifact with ONNX Runtime; keep it aside and raise if it does not match."""
+    from ..deploy.validate import validate
+
+    backend_for(prepared.target).check_runnable(prepared.target, "validate the artifact")
+    max_rel, min_cos = reduced_precision_limits(options.precision, options.max_rel_err, options.min_cosine)
+    result = validate(staged.so_path, prepared.model, physical_cores(), options.rtol, options.atol,
+                      max_rel, min_cos, inputs)
+    staged.record_validation(result)
+    if not result.passed:
+        kept = staged.reject()
+        previous = ("the artifact already there is untouched" if staged.target.exists()
+                    else "nothing was written there")
+        raise ValidationFailed(f"{staged.target} ({options.precision}) does not match ONNX Runtime fp32: "
+                               f"max abs error {result.max_abs_err:.3g}, max rel error "
+                               f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f} "
+                               f"({result.tolerance()}); {previous}; the rejected build is kept at {kept}")
+    return result

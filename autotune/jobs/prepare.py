@@ -1,0 +1,31 @@
+"""A model made ready for a target: imported, graph passes applied, split into tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..frontend.importer import ImportedModel, load_model
+from ..frontend.passes import fuse
+from ..frontend.tasks import Task, extract_tasks
+from ..targets.names import parse_target
+
+
+@dataclass
+class Prepared:
+    """A model imported, fused and split into tasks for one target."""
+
+    model: ImportedModel
+    target: object
+    fused: object
+    tasks: list[Task]
+
+
+def prepare(model_path: str | Path, shapes: dict[str, tuple[int, ...]] | None, target,
+            fusion: str = "full", precision: str = "fp32") -> Prepared:
+    """Import ``model_path`` with frozen ``shapes``, apply graph passes, extract tasks for
+    ``target`` (a name, JSON or tag, or a ``tvm.target.Target``)."""
+    tvm_target = parse_target(target) if isinstance(target, str) else target
+    model = load_model(model_path, shapes)
+    fused = fuse(model.relax_mod, tvm_target, fusion, precision)
+    return Prepared(model, tvm_target, fused, extract_tasks(fused, tvm_target))

@@ -1,0 +1,89 @@
+"""Time every kernel of compiled models in place: inside the running model, not alone.
+
+A kernel timed alone (as the search measures it) sees warm caches and no neighbours; inside the
+model its weights come from memory and its inputs from the kernel before. Several builds of a
+model take turns round by round (this machine's speed drifts), and each round yields every
+kernel's time per inference. The instrument is a Python callback: a few microseconds per call are
+in every kernel's time, alike for every build, so they rank builds fairly but overstate tiny kernels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from ..common.turns import turn_order
+
+
+def task_name(kernel: str) -> str:
+    """The task a kernel comes from: compile renames kernels whose weights it pre-packs."""
+    return kernel.removesuffix("_prepacked")
+
+
+class KernelTimer:
+    """One compiled model's VM with an instrument that sums each kernel's time per inference."""
+
+    def __init__(self, so_path: str, inputs: list[np.ndarray]):
+        import tvm
+        from tvm.runtime.vm import VirtualMachine
+
+        self.vm = VirtualMachine(tvm.runtime.load_module(so_path), tvm.cpu())
+        self.args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
+        self.per_round: dict[str, list[float]] = defaultdict(list)
+        self.calls: dict[str, int] = {}
+        self.wall: list[float] = []
+
+    def round(self, inferences: int) -> None:
+        """``inferences`` timed inferences run plainly (wall time), then as many instrumented."""
+        for _ in range(inferences):
+            started = time.perf_counter()
+            self.vm["main"](*self.args)
+            self.wall.append(time.perf_counter() - started)
+        totals: dict[str, float] = defaultdict(float)
+        calls: dict[str, int] = defaultdict(int)
+        started_at: list[float] = []
+
+        def instrument(_func, name, before, _ret, *_args):
+            if before:
+                started_at.append(time.perf_counter())
+            else:
+                totals[task_name(name)] += time.perf_counter() - started_at.pop()
+                calls[task_name(name)] += 1
+            return 0
+
+        self.vm.set_instrument(instrument)
+        for _ in range(inferences):
+            self.vm["main"](*self.args)
+        self.vm.set_instrument(lambda *_: 0)
+        for name, seconds in totals.items():
+            self.per_round[name].append(seconds / inferences)
+            self.calls[name] = calls[name] // inferences
+
+    def reset(self) -> None:
+        self.per_round.clear()
+        self.wall.clear()
+
+
+def profile_in_turns(paths: list[str], inputs: list[np.ndarray], rounds: int, inferences: int
+                     ) -> list[KernelTimer]:
+    """Each model's timer after one warm-up round and ``rounds`` rounds, the order rotating."""
+    timers = [KernelTimer(path, inputs) for path in paths]
+    for timer in timers:
+        timer.round(1)
+        timer.reset()
+    for index in range(rounds):
+        for timer in turn_order(timers, index):
+            timer.round(inferences)
+    return timers
+
+
+def summary(timer: KernelTimer) -> dict:
+    """Wall p50 and each kernel's median time per inference and calls per inference."""
+    kernels = {name: {"us": round(1e6 * statistics.median(v), 1), "calls": timer.calls[name]}
+               for name, v in timer.per_round.items()}
+    return {"wall_p50_ms": round(1e3 * statistics.median(timer.wall), 3),
+            "kernel_sum_ms": round(sum(k["us"] for k in kernels.values()) / 1e3, 3),
+            "kernels": kernels}

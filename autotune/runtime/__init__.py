@@ -1,0 +1,13 @@
+"""Runtime: the production loader. Takes a ``.so`` and its manifest; gives a callable model.
+
+Imports only TVM's runtime, numpy and autotune's own leaf modules, never the compiler. The compile
+side (``deploy``) validates every artifact through this same loader, so it sits before ``deploy``
+in the import order.
+"""
+
+from __future__ import annotations
+
+from .loader import CompiledModel, load
+from .manifest import Manifest, manifest_path, read_manifest
+
+__all__ = ["CompiledModel", "Manifest", "load", "manifest_path", "read_manifest"]

@@ -1,0 +1,134 @@
+"""The matmul rule: a register tile swept down each column panel one K block at a time.
+
+A 4 × 3- or 6 × 2-vector register tile sweeps down a column panel one K block at a time, so the
+weight block (K block × the tile's columns) stays in cache while every row block uses it; panels
+(and batch) run in parallel, the epilogue is fused per panel (panels never straddle the heads an
+epilogue splits the columns into), producers are inlined, and the next panel's weights are
+prefetched a share per row block (``prefetch``).
+"""
+
+from __future__ import annotations
+
+from ..targets.names import target_cores
+from .loops import loop_extent, inline_producers, compute_blocks, largest_divisor, vector_lanes, vectorize_inner
+from .prefetch import ANNOTATION as PREFETCH_ANNOTATION
+
+ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
+VECTORS_PER_TILE = 2
+WIDE_TILE = (4, 3)  # rows × vectors, also 12 accumulators but 7 loads per 12 FMAs instead of 8; only
+# where it divides the output (a row remainder's predicate costs more than the tile gains)
+K_BLOCK = 1536  # the largest divisor of K up to this: weights are pre-packed, so a panel's K block is
+# contiguous, and a whole K of a Transformer's projections fits L2 beside its tile's panel
+PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
+
+
+def column_tile(extent: int, lanes: int, group: int | None = None) -> int:
+    """Two vectors, else one, else the largest divisor that fits two vectors; with a column
+    ``group``, two vectors or one only where panels of that width do not straddle groups."""
+    for tile in (lanes * VECTORS_PER_TILE, lanes):
+        if extent % tile == 0 and _panels_fit_groups(tile, group):
+            return tile
+    return largest_divisor(extent, lanes * VECTORS_PER_TILE)
+
+
+def _panels_fit_groups(panel: int, group: int | None) -> bool:
+    """Whether column panels of width ``panel`` each lie within one group of ``group`` columns or
+    cover whole groups (always, where the epilogue keeps the columns as they are: ``None``; never
+    where its mapping is unknown: 0)."""
+    return group is None or (group > 0 and (panel % group == 0 or group % panel == 0))
+
+
+def matmul(mod, target, parallel: bool):
+    """A register tile swept down each column panel one K block at a time; epilogue per panel."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    infos = compute_blocks(sch)
+    reductions = [i for i in infos if i.is_reduction() and not i.is_injective()]
+    if len(reductions) != 1 or reductions[0].dom_kind()[-1:] != "R" or "R" in reductions[0].dom_kind()[:-1]:
+        return None
+    block = reductions[0].block_rv
+    if len(sch.get_loops(block)) == 2:  # a matrix-vector product: its unit row loop was normalised away
+        sch.add_unit_loop(sch.get_loops(block)[0])
+    if len(sch.get(block).reads) != 2 or len(sch.get_loops(block)) < 3:
+        return None
+    inline_producers(sch, block)
+    lanes = vector_lanes(target)
+    *batch, rows, cols, reduction = sch.get_loops(block)
+    group = _epilogue_column_group(sch, block)
+    row_tile, col_tile = _matmul_tile(loop_extent(sch, rows), loop_extent(sch, cols), lanes, group)
+    if batch and loop_extent(sch, cols) // col_tile >= PANELS_PER_CORE * target_cores(target):
+        rows, batch = sch.fuse(*batch, rows), []  # enough panels: a weight block serves every batch row
+        row_tile, col_tile = _matmul_tile(loop_extent(sch, rows), loop_extent(sch, cols), lanes, group)
+    col_out, col_in = sch.split(cols, [None, col_tile])
+    row_out, row_in = sch.split(rows, [None, row_tile])
+    k_extent = loop_extent(sch, reduction)
+    k_block = largest_divisor(k_extent, K_BLOCK)
+    k_out, k_in = sch.split(reduction, [None, k_block if k_block >= lanes else k_extent])
+    sch.reorder(*batch, col_out, k_out, row_out, k_in, row_in, col_in)
+    panel = sch.fuse(*batch, col_out) if batch else col_out
+    if parallel:
+        sch.parallel(panel)
+    for consumer in sch.get_consumers(block):
+        if _panels_fit_groups(col_tile, group):
+            sch.reverse_compute_at(consumer, panel)
+        elif parallel:  # its own nest after the matmul, as an injective task gets
+            sch.parallel(sch.fuse(*sch.get_loops(consumer)[:-1]))
+        vectorize_inner(sch, consumer, lanes)
+    sch.unroll(row_in)
+    _vectorize_columns(sch, col_in, lanes)
+    sch.decompose_reduction(block, k_out)
+    sch.annotate(row_out, PREFETCH_ANNOTATION, 1)  # the next panel's weights, a share per row block
+    return sch
+
+
+def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[int, int]:
+    """(rows, columns) of the register tile: ``WIDE_TILE`` where it divides the output and its
+    panels fit the epilogue's column ``group``, else ROWS (or fewer) rows × ``_column_tile``."""
+    wide_rows, wide_vectors = WIDE_TILE
+    wide_cols = wide_vectors * lanes
+    if rows % wide_rows == 0 and cols % wide_cols == 0 and _panels_fit_groups(wide_cols, group):
+        return wide_rows, wide_cols
+    return min(ROWS, rows), column_tile(cols, lanes, group)
+
+
+def _epilogue_column_group(sch, block) -> int | None:
+    """The width of the column runs that ``block``'s epilogue maps onto an axis of its own output
+    (a head's width, where the columns split into heads), ``None`` where it keeps the layout.
+
+    Column panels must not straddle such runs: TVM 0.27's region inference then gives the panel's
+    epilogue a wrong bounding box and part of the output is never computed. A read whose column
+    index is not linear in the epilogue's axes gives 0: no panel fits.
+    """
+    output = sch.get(block).writes[0].source
+    groups = []
+    for consumer in map(sch.get, sch.get_consumers(block)):
+        if [int(d) for d in consumer.writes[0].source.shape] != [int(d) for d in output.shape]:
+            groups += [run for read in consumer.reads if read.source.same_as(output)
+                       for run in _column_runs(consumer, read)]
+    return min(groups) if groups else None
+
+
+def _column_runs(consumer, read) -> list[int]:
+    """The strides (> 1) of ``consumer``'s axes in the column index of ``read``; [0] if not linear."""
+    from tvm import sym
+
+    analyzer = sym.Analyzer()
+    for iter_var in consumer.iter_vars:
+        analyzer.bind(iter_var.var, iter_var.dom)
+    column = analyzer.simplify(read.region[-1].min)
+    strides = sym.detect_linear_equation(column, [v.var for v in consumer.iter_vars])
+    return [int(c) for c in list(strides)[:-1] if int(c) > 1] if strides else [0]
+
+
+def _vectorize_columns(sch, loop, lanes: int) -> None:
+    """A tile's columns as vectors: one vector op if their count is a power of two (LLVM splits it
+    into registers), else one unrolled op per vector (LLVM lowers a vector op of another width
+    poorly: docs/measurements.md)."""
+    extent = loop_extent(sch, loop)
+    if extent & (extent - 1) == 0 or extent % lanes:
+        sch.vectorize(loop)
+        return
+    vectors, lane = sch.split(loop, [None, lanes])
+    sch.unroll(vectors)
+    sch.vectorize(lane)
