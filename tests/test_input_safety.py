@@ -176,3 +176,17 @@ def test_a_failed_validation_leaves_the_deployed_artifact_untouched(builds, tmp_
     with pytest.raises(autotune.AutotuneError, match="failed its validation"):
         autotune.load(tmp_path / "model.rejected.so")
     autotune.load(deployed)
+
+
+def test_every_table_read_with_a_callers_index_also_clips(tiny_bert):
+    """The second line of defence: no take with non-constant indices keeps TVM's unchecked mode."""
+    from autotune.frontend.guards import guard_indices
+    from autotune.frontend.importer import load_model
+    from autotune.targets.names import parse_target
+
+    model = load_model(tiny_bert, BERT_SHAPES)
+    text = guard_indices(parse_target("host"))(model.relax_mod)["main"].script()
+    takes = [line for line in text.splitlines() if "R.take(" in line and "metadata" in line.split("R.take(")[1][:20]]
+    assert len(takes) == 2  # token and token-type embeddings (positions are a constant slice)
+    assert all('mode="clip"' in line for line in takes), takes
+    assert text.count("R.call_tir(autotune_index_guard") == 2  # input_ids and token_type_ids

@@ -100,3 +100,48 @@ def test_compiler_failure_is_a_failed_build_with_its_message(measured):
 def test_healthy_task_still_measured(measured):
     _, by_task = measured
     assert any(r.latency_s and r.error_kind is None for r in by_task["healthy"])
+
+
+def _runaway(a, te):
+    """Writes a 4 GiB intermediate buffer: past the workers' address-space limit below."""
+    big = te.compute((1 << 30,), lambda i: a[i % 16] * 2.0, name="big")
+    return te.compute((16,), lambda i: big[i * (1 << 26)], name="pick")
+
+
+def test_a_runaway_memory_candidate_fails_its_own_trial(tmp_path):
+    """Under a 2 GiB address-space limit the 4 GiB candidate fails; without one it would run."""
+    from autotune.search.fixed import FixedSchedule, measure_schedules
+    from autotune.common.records import Provenance
+
+    import tvm
+
+    tasks = [_task("runaway", _runaway), _task("healthy", _healthy)]
+    database = SqlDatabase(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"), canonical(tasks[0].target))
+    with Measurer(MeasureConfig(run_timeout_s=30.0, memory_limit_mb=2048)) as measurer:
+        latencies = measure_schedules([FixedSchedule(t, tvm.s_tir.Schedule(t.mod), Provenance.DEFAULT)
+                                       for t in tasks], database, measurer)
+    assert latencies[0] is None and latencies[1] is not None
+    with database.store.session() as session:
+        row = session.scalars(select(TuningRecordRow).where(
+            TuningRecordRow.workload_id == database.workload_id(tasks[0].mod))).one()
+    assert row.error_kind == "run" and row.error_msg
+
+
+def test_a_worker_slow_to_start_never_answers_for_another_job(monkeypatch):
+    """The desync case: a replacement worker that has not answered its start-up ping in time is
+    killed, not left holding an unread reply that the next job would take for its own."""
+    import autotune.measure.workers as workers
+
+    monkeypatch.setattr(workers, "STARTUP_TIMEOUT_S", 0.01)  # no worker can import TVM this fast
+    with pytest.raises(RuntimeError, match="do not start"):
+        workers.WorkerPool(1)
+    monkeypatch.undo()
+    pool = workers.WorkerPool(1)
+    try:
+        results = pool.map("ping", [()] * 3, timeout_s=60)
+        assert [r.value for r in results] == ["ready"] * 3
+        pool._workers[0].process.kill()  # dies while idle: the next job goes to a replacement
+        pool._workers[0].process.wait()
+        assert [r.value for r in pool.map("ping", [()], timeout_s=60)] == ["ready"]
+    finally:
+        pool.close()

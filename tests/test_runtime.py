@@ -78,3 +78,87 @@ def test_threads_share_one_loaded_model(artifact):
             got = list(pool.map(lambda b: model(b)["logits"], batches))
             for want, have in zip(expected, got):
                 np.testing.assert_array_equal(want, have)
+
+
+def _retamper(so_path):
+    """Flip a byte of the .so and rewrite its manifest's sha256 to match, as an attacker would."""
+    import hashlib
+
+    data = bytearray(so_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    so_path.write_bytes(bytes(data))
+    manifest_file = so_path.with_name(so_path.name + ".json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    manifest_file.write_text(json.dumps(manifest))
+
+
+def test_a_pinned_hash_refuses_a_tampered_artifact_with_a_recomputed_manifest(artifact, tmp_path):
+    import hashlib
+
+    so_path = _copy(artifact, tmp_path)
+    pinned = hashlib.sha256(so_path.read_bytes()).hexdigest()
+    autotune.load(so_path, expected_sha256=pinned)
+    _retamper(so_path)
+    autotune.load(so_path)  # the manifest alone cannot tell: it was rewritten to match
+    with pytest.raises(AutotuneError, match="is not the pinned artifact"):
+        autotune.load(so_path, expected_sha256=pinned)
+
+
+def test_signatures_verify_and_refuse_tampering(artifact, tmp_path, monkeypatch, capsys):
+    from autotune.cli import main
+
+    so_path = _copy(artifact, tmp_path)
+    assert main(["keygen", "-o", str(tmp_path / "deploy")]) == 0
+    assert oct((tmp_path / "deploy.key").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(AutotuneError, match="has no signature"):
+        autotune.load(so_path, public_key=tmp_path / "deploy.pub")
+    assert main(["sign", str(so_path), "--key", str(tmp_path / "deploy.key")]) == 0
+    autotune.load(so_path, public_key=tmp_path / "deploy.pub")
+    assert main(["verify", str(so_path), "--public-key", str(tmp_path / "deploy.pub")]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("AUTOTUNE_PUBLIC_KEY", str(tmp_path / "deploy.pub"))
+    autotune.load(so_path)  # the environment makes the signature mandatory: it is there
+    _retamper(so_path)
+    with pytest.raises(AutotuneError, match="does not carry a valid signature"):
+        autotune.load(so_path)
+    assert main(["verify", str(so_path)]) == 2
+    assert "does not carry a valid signature" in capsys.readouterr().err
+    monkeypatch.delenv("AUTOTUNE_PUBLIC_KEY")
+    (tmp_path / "fresh").mkdir()
+    signed = _copy(artifact, tmp_path / "fresh")
+    assert main(["sign", str(signed), "--key", str(tmp_path / "deploy.key")]) == 0
+    assert main(["keygen", "-o", str(tmp_path / "other")]) == 0
+    with pytest.raises(AutotuneError, match="does not carry a valid signature of the key"):
+        autotune.load(signed, public_key=tmp_path / "other.pub")  # signed, but not by this key
+
+
+def test_trust_unverified_warns_loudly(artifact, tmp_path, capsys):
+    so_path = tmp_path / "bare.so"
+    shutil.copy(artifact, so_path)
+    with pytest.warns(UserWarning, match="trust_unverified=True"):
+        autotune.load(so_path, trust_unverified=True)
+    assert "WARNING" in capsys.readouterr().err
+
+
+MAPS = """
+import sys
+import autotune
+model = autotune.load(sys.argv[1])
+maps = open("/proc/self/maps").read()
+print(sys.argv[1] in maps, "autotune-load-" in maps)
+"""
+
+
+def test_the_loaded_code_is_the_private_copy_that_was_hashed(artifact):
+    """The bytes hashed are the bytes run: the module is mapped from a copy only this process had,
+    not from the artifact's path, which may change after it was read."""
+    import subprocess
+    import sys
+
+    from .conftest import run_env
+
+    proc = subprocess.run([sys.executable, "-c", MAPS, str(artifact)], capture_output=True, text=True,
+                          env=run_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]

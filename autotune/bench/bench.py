@@ -51,14 +51,14 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     """
     from ..frontend.inputs import inputs_from_file, manifest_inputs
     from ..runtime.loader import load
-    from ..targets.host import physical_cores
+    from ..targets.host import usable_cores
     from .peers import onnxruntime_runner, untuned_runner
 
     if "untuned" in peers:
         import tvm.relax  # noqa: F401  (the compiler, loaded before the runtime-only loader runs)
     compiled = load(so_path)
     manifest = compiled.manifest
-    threads = config.threads or physical_cores()
+    threads = config.threads or usable_cores()
     specs, inputs = manifest_inputs(manifest)
     if inputs_path is not None:
         inputs = inputs_from_file(inputs_path, specs)

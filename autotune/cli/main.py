@@ -1,7 +1,7 @@
 """autotune: tune Transformer inference on Apache TVM, compile deployable artifacts, benchmark them.
 
-Commands: tasks, tune, compile, study (tuning); bench, example, demo (artifacts); history, report,
-db (the database); rpc (measuring elsewhere). Exit codes: 0 ok, 2 bad input or usage, 3 an
+Commands: tasks, tune, compile, study (tuning); bench, example, demo (artifacts); keygen, sign,
+verify (signed artifacts); history, report, db (the database); rpc (measuring elsewhere). Exit codes: 0 ok, 2 bad input or usage, 3 an
 artifact failed validation, 130 interrupted.
 """
 
@@ -17,10 +17,11 @@ from ..errors import AutotuneError
 from .records import add_db, add_history, add_report
 from .rpc import add_rpc
 from .serving import add_bench, add_demo, add_example
+from .signing import add_keygen, add_sign, add_verify
 from .tuning import add_compile, add_study, add_tasks, add_tune
 
-COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_bench, add_example, add_history, add_report,
-            add_db, add_rpc, add_demo)
+COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_bench, add_example, add_keygen, add_sign,
+            add_verify, add_history, add_report, add_db, add_rpc, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,12 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _set_threads(threads: int | None) -> None:
     """TVM's runtime threads for this process: ``--threads``, else ``$TVM_NUM_THREADS``, else every
     core this process may use."""
-    from ..targets.host import physical_cores
+    from ..targets.host import usable_cores
 
     if threads:
         set_tvm_threads(threads)
     else:
-        default_tvm_threads(physical_cores())
+        default_tvm_threads(usable_cores())
 
 
 def main(argv: list[str] | None = None) -> int:

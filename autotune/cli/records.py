@@ -10,7 +10,7 @@ HISTORY_COLUMNS = {
     "best": ["task", "target", "latency_ms", "provenance", "record_id", "job_id", "records_measured"],
     "curve": ["trial", "seconds", "estimated_latency_ms"],
     "compare": ["job_id", "target", "status", "trials", "tuning_seconds", "estimated_latency_ms"],
-    "artifacts": ["artifact_id", "path", "model", "target", "job_ids", "record_ids"],
+    "artifacts": ["artifact_id", "path", "sha256", "model", "target", "job_ids", "record_ids"],
 }
 
 

@@ -87,8 +87,10 @@ def _vars_in(expr) -> list:
 
 
 def _shape(var) -> tuple | None:
+    """The shape of ``var``'s tensor as text per dim (a number, or a symbolic dim's name), so that
+    static and symbolic shapes compare alike; None when unknown."""
     shape = getattr(var.ty, "shape", None)
-    return tuple(int(d) for d in shape) if shape is not None else None
+    return tuple(str(d) for d in shape) if shape is not None else None
 
 
 def _is_scalar_const(expr) -> bool:

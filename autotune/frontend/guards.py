@@ -10,7 +10,8 @@ protected; ``autotune.load`` also names the offending value before calling.
 
 An index reaches a take through the importer's negative-index normalisation and value-preserving
 ops (casts that widen, reshapes, transposes); an index computed from inputs in any other way is
-checked at the take itself, against ``[0, n-1]``.
+checked at the take itself, against ``[0, n-1]``. Every such take also clips its indices, so no
+read leaves its table even where a check could not stop the call (on a GPU).
 """
 
 from __future__ import annotations
@@ -128,22 +129,22 @@ def guard_kernel(dtype: str, shape: tuple[int, ...], low: int, high: int, messag
     ``[low, high)``; a value outside stops the call with ``message`` (a ``RuntimeError``)."""
     import tvm
 
-    dims = ", ".join(str(int(d)) for d in shape)
-    loops = ", ".join(f"i{axis}" for axis in range(len(shape)))
-    axes = ", ".join(f"v{axis}" for axis in range(len(shape)))
-    source = (
-        "@T.prim_func(private=True)\n"
-        "def guard(src: T.Buffer(({dims},), {dtype!r}), dst: T.Buffer(({dims},), {dtype!r})):\n"
-        f"    T.func_attr({{'tirx.noalias': True, 'op_pattern': {KIND_OPAQUE}, 'tirx.is_scheduled': True}})\n"
-        "    with T.sblock('root'):\n"
-        f"        for {loops} in T.grid({dims}):\n"
-        "            with T.sblock('guard'):\n"
-        f"                {axes} = T.axis.remap({'S' * len(shape)!r}, [{loops}])\n"
-        f"                T.reads(src[{axes}])\n"
-        f"                T.writes(dst[{axes}])\n"
-        f"                assert src[{axes}] >= T.{dtype}({low}) and src[{axes}] < T.{dtype}({high}), "
-        f"{message!r}\n"
-        f"                dst[{axes}] = src[{axes}]\n").replace("{dims}", dims).replace("{dtype!r}", repr(dtype))
+    rank = len(shape)
+    extents = ", ".join(str(int(d)) for d in shape)
+    loops = ", ".join(f"i{axis}" for axis in range(rank))
+    axes = ", ".join(f"v{axis}" for axis in range(rank))
+    source = "\n".join([
+        "@T.prim_func(private=True)",
+        f"def guard(src: T.Buffer(({extents},), {dtype!r}), dst: T.Buffer(({extents},), {dtype!r})):",
+        f"    T.func_attr({{'tirx.noalias': True, 'op_pattern': {KIND_OPAQUE}, 'tirx.is_scheduled': True}})",
+        "    with T.sblock('root'):",
+        f"        for {loops} in T.grid({extents}):",
+        "            with T.sblock('guard'):",
+        f"                {axes} = T.axis.remap({'S' * rank!r}, [{loops}])",
+        f"                T.reads(src[{axes}])",
+        f"                T.writes(dst[{axes}])",
+        f"                assert src[{axes}] >= T.{dtype}({low}) and src[{axes}] < T.{dtype}({high}), {message!r}",
+        f"                dst[{axes}] = src[{axes}]", ""])
     return tvm.script.from_source(source, check_well_formed=False)
 
 
@@ -163,20 +164,26 @@ def _guarded_call(builder, expr, low: int, high: int, message: str, name: str):
 
 
 def guard_indices(target):
-    """A module pass that checks, in ``main``, every non-constant index before any table read.
-
-    CPU: the guard kernels. On a GPU an assertion cannot stop a kernel, so every take there clips
-    its indices instead (an out-of-range index reads a valid row; ``autotune.load`` refuses it).
+    """A pass that checks, in ``main``, every non-constant index before any table read, and makes
+    every such take clip its indices as well (a second line of defence, at the cost of a clamp per
+    index). On a GPU an assertion cannot stop a kernel: there the takes only clip (an out-of-range
+    index reads a valid row), and ``autotune.load`` refuses such input before the call.
     """
     import tvm
-    from tvm import relax
 
     from ..backends import backend_for
 
     if not backend_for(target).asserts_in_kernels:
         return _takes_clipped()
+    return tvm.transform.Sequential([_guard_kernels(), _takes_clipped()], name="autotune.GuardIndices")
 
-    @tvm.transform.module_pass(opt_level=0, name="autotune.GuardIndices")
+
+def _guard_kernels():
+    """A module pass inserting the guard kernels of ``main``'s indexing inputs and computed indices."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name="autotune.GuardKernels")
     def transform(mod, _ctx):
         main = mod["main"]
         uses = index_uses(main)

@@ -13,7 +13,7 @@ from ..errors import ValidationFailed
 from ..store import jobs as job_rows
 from ..store.engine import Store
 from ..store.selection import Selection
-from ..targets.host import physical_cores
+from ..targets.host import usable_cores
 from ..targets.names import canonical
 from .prepare import prepare
 
@@ -95,7 +95,7 @@ def _validate(staged, prepared, options: CompileOptions, inputs):
 
     backend_for(prepared.target).check_runnable(prepared.target, "validate the artifact")
     max_rel, min_cos = reduced_precision_limits(options.precision, options.max_rel_err, options.min_cosine)
-    result = validate(staged.so_path, prepared.model, physical_cores(), options.rtol, options.atol,
+    result = validate(staged.so_path, prepared.model, usable_cores(), options.rtol, options.atol,
                       max_rel, min_cos, inputs)
     staged.record_validation(result)
     if not result.passed:

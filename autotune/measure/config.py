@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+MEMORY_SHARE = 2  # a worker may address at most 1/MEMORY_SHARE of the host's memory
+MEMORY_CAP_MB = 16384
+
+
+def default_memory_limit_mb() -> int:
+    """The address space a measurement worker may use: a share of the host's memory, capped."""
+    try:
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    except (ValueError, OSError):
+        return MEMORY_CAP_MB
+    return min(MEMORY_CAP_MB, total_mb // MEMORY_SHARE)
 
 
 @dataclass(frozen=True)
@@ -15,3 +28,4 @@ class MeasureConfig:
     repeat: int = 9
     min_repeat_ms: int = 1
     threads: int | None = None  # TVM threads when timing; None: every core
+    memory_limit_mb: int | None = None  # a worker's address space; None: ``default_memory_limit_mb``

@@ -8,14 +8,17 @@ that crashes, hangs or segfaults fails alone with its reason.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 from ..backends import backend_for
 from ..common.threads import thread_env
 from ..errors import AutotuneError
-from ..targets.host import physical_cores
-from .config import MeasureConfig
-from .workers import WorkerPool
+from ..targets.host import usable_cores
+from .config import MeasureConfig, default_memory_limit_mb
+from .workers import MEMORY_ENV, WorkerPool
 
 if TYPE_CHECKING:
     from .rpc import RpcTarget
@@ -70,14 +73,16 @@ class Measurer:
     def __init__(self, config: MeasureConfig = MeasureConfig(), rpc: RpcTarget | None = None):
         self.config = config
         self.rpc = rpc
+        self.scratch = scratch_folder()
+        env = {"TMPDIR": self.scratch, MEMORY_ENV: str(config.memory_limit_mb or default_memory_limit_mb())}
         if rpc is None:
-            self._run_side = WorkerPool(1, thread_env(config.threads or physical_cores()))
+            self._run_side = WorkerPool(1, {**env, **thread_env(config.threads or usable_cores())})
             self.runner = make_runner(self._run_side, config)
         else:
             from .rpc import make_rpc_runner
 
             self.runner = self._run_side = make_rpc_runner(rpc, config)
-        self._build_pool = WorkerPool(config.build_workers)
+        self._build_pool = WorkerPool(config.build_workers, env)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
 
     def run_built(self, artifact_path: str, target, args_info):
@@ -108,6 +113,32 @@ class Measurer:
         self.close()
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers and remove what they built."""
         self._build_pool.close()
         self._run_side.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "autotune-measure-"
+
+
+def scratch_folder() -> str:
+    """A new folder for this process's candidate builds (``autotune-measure-PID-…``), after removing
+    those of processes that died without removing theirs."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if name.startswith(SCRATCH_PREFIX):
+            owner = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+            if owner.isdigit() and not _alive(int(owner)):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,13 +1,21 @@
-"""Warm worker processes that isolate crashes and hangs.
+"""Warm worker processes that isolate crashes, hangs and runaway memory.
 
-Each worker is a spawned process that imports TVM once and then serves jobs from
-``worker_jobs`` over a pipe. A job whose worker dies (segfault, abort) or outlives its
-timeout fails alone: the worker is replaced and the caller gets an error string for that job.
+Each worker is a spawned process that imports TVM once and then serves jobs from ``worker_jobs``
+over a socket. Every message carries a job id, and a reply is taken only for the job it names: a
+worker that answers out of step (a late reply to an abandoned job) is replaced, so no result is
+ever attributed to the wrong candidate. A job whose worker dies (segfault, abort, out of memory)
+or outlives its timeout fails alone: the worker is replaced and the caller gets an error string
+for that job; a job that could not even be handed over (its worker died while idle) is handed to
+the replacement once. Workers die with their parent (``PR_SET_PDEATHSIG``) and run under an
+address-space limit, so a runaway candidate fails its own trial instead of exhausting the host.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -17,8 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-
-_STARTUP_TIMEOUT_S = 120.0
+STARTUP_TIMEOUT_S = 120.0  # a fresh worker imports TVM before it answers
+MEMORY_ENV = "AUTOTUNE_WORKER_MEMORY_MB"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_ids = itertools.count(1)
 
 
 @dataclass
@@ -29,21 +39,44 @@ class JobResult:
     error: str | None = None
 
 
-def serve(fd: int) -> None:
-    """Worker main loop: run named jobs received on socket ``fd`` until it closes."""
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux), and exit now if it has."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the socket closing still ends ``serve``
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _limit_memory() -> None:
+    """Cap this process's address space at ``$AUTOTUNE_WORKER_MEMORY_MB`` (when set)."""
+    megabytes = os.environ.get(MEMORY_ENV)
+    if megabytes:
+        limit = int(megabytes) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def serve(fd: int, parent: int) -> None:
+    """Worker main loop: run the jobs received on socket ``fd`` until it closes, replying to each
+    with its id."""
+    _die_with_parent(parent)
+    _limit_memory()
     from . import worker_jobs
 
     conn = Connection(fd)
-
     while True:
         try:
-            name, args = conn.recv()
+            job_id, name, args = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
         try:
-            conn.send((True, worker_jobs.JOBS[name](*args)))
+            reply = (job_id, True, worker_jobs.JOBS[name](*args))
+        except MemoryError:
+            reply = (job_id, False, "MemoryError: the candidate exceeded the worker's memory limit")
         except Exception as err:  # report every job failure to the parent, never die of it
-            conn.send((False, f"{type(err).__name__}: {err}"))
+            reply = (job_id, False, f"{type(err).__name__}: {err}")
+        conn.send(reply)
 
 
 class _Worker:
@@ -53,11 +86,30 @@ class _Worker:
         parent, child = socket.socketpair()
         child_fd = child.fileno()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"from autotune.measure.workers import serve; serve({child_fd})"],
+            [sys.executable, "-c",
+             f"from autotune.measure.workers import serve; serve({child_fd}, {os.getpid()})"],
             pass_fds=[child_fd], stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None)
         child.close()
         self.conn = Connection(parent.detach())
+
+    def send(self, job_id: int, name: str, args: tuple) -> bool:
+        """Hand a job over; False if the worker is gone."""
+        try:
+            self.conn.send((job_id, name, args))
+            return True
+        except OSError:  # BrokenPipeError, ConnectionResetError: it died while idle
+            return False
+
+    def ready(self, timeout_s: float) -> bool:
+        """Whether the worker answers a ping within ``timeout_s`` (then it is in step)."""
+        job_id = next(_ids)
+        if not self.send(job_id, "ping", ()):
+            return False
+        try:
+            return self.conn.poll(timeout_s) and self.conn.recv()[0] == job_id
+        except (EOFError, OSError):
+            return False
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -73,15 +125,29 @@ def _death_reason(process: subprocess.Popen) -> str:
     return f"worker exited with code {code}"
 
 
+@dataclass
+class _InFlight:
+    job: int  # index of the job in the batch
+    job_id: int
+    deadline: float
+
+
 class WorkerPool:
     """A fixed number of warm workers; ``map`` runs jobs on them with a per-job timeout."""
 
     def __init__(self, size: int, env: dict[str, str] | None = None):
         self._env = env
-        self._workers = [_Worker(env) for _ in range(max(1, size))]
+        self._workers = [self._started() for _ in range(max(1, size))]
         self.busy_seconds = 0.0  # wall time spent inside ``map``, start-up excluded
-        self.map("ping", [()] * len(self._workers), timeout_s=_STARTUP_TIMEOUT_S)
-        self.busy_seconds = 0.0
+
+    def _started(self) -> _Worker:
+        """A new worker that answered its ping (one that does not, in time, is killed and retried)."""
+        for _ in range(2):
+            worker = _Worker(self._env)
+            if worker.ready(STARTUP_TIMEOUT_S):
+                return worker
+            worker.kill()
+        raise RuntimeError(f"measurement workers do not start (no answer in {STARTUP_TIMEOUT_S:.0f} s)")
 
     @property
     def size(self) -> int:
@@ -92,44 +158,60 @@ class WorkerPool:
         started = time.monotonic()
         results: list[JobResult | None] = [None] * len(arg_tuples)
         pending = list(range(len(arg_tuples)))
-        busy: dict[int, tuple[int, float]] = {}  # worker index -> (job index, deadline)
+        handed: set[int] = set()  # jobs already handed over once to a worker that was gone
+        busy: dict[int, _InFlight] = {}  # worker index -> its job
         while pending or busy:
             for w_index in range(len(self._workers)):
                 if w_index not in busy and pending:
                     job = pending.pop(0)
-                    self._workers[w_index].conn.send((name, arg_tuples[job]))
-                    busy[w_index] = (job, time.monotonic() + timeout_s)
-            self._collect(busy, results)
+                    job_id = next(_ids)
+                    if self._workers[w_index].send(job_id, name, arg_tuples[job]):
+                        busy[w_index] = _InFlight(job, job_id, time.monotonic() + timeout_s)
+                    else:
+                        self._replace(w_index)
+                        if job in handed:
+                            results[job] = JobResult(None, "worker died before taking the job, twice")
+                        else:
+                            handed.add(job)
+                            pending.insert(0, job)
+            if busy:
+                self._collect(busy, results)
         self.busy_seconds += time.monotonic() - started
         return results  # type: ignore[return-value]
 
-    def _collect(self, busy: dict[int, tuple[int, float]], results: list) -> None:
+    def _collect(self, busy: dict[int, _InFlight], results: list) -> None:
         conns = {self._workers[w].conn: w for w in busy}
-        deadline = min(d for _, d in busy.values())
-        ready = wait(list(conns), timeout=max(0.0, deadline - time.monotonic()))
-        for conn in ready:
+        deadline = min(f.deadline for f in busy.values())
+        for conn in wait(list(conns), timeout=max(0.0, deadline - time.monotonic())):
             w_index = conns[conn]
-            job, _ = busy.pop(w_index)
-            try:
-                ok, payload = conn.recv()
-                results[job] = JobResult(payload, None) if ok else JobResult(None, payload)
-            except (EOFError, OSError):
-                results[job] = JobResult(None, _death_reason(self._workers[w_index].process))
-                self._replace(w_index)
+            flight = busy.pop(w_index)
+            results[flight.job] = self._receive(w_index, flight)
         now = time.monotonic()
-        for w_index, (job, job_deadline) in list(busy.items()):
-            if job_deadline <= now:
+        for w_index, flight in list(busy.items()):
+            if flight.deadline <= now:
                 busy.pop(w_index)
-                results[job] = JobResult(None, "timed out")
+                results[flight.job] = JobResult(None, "timed out")
                 self._replace(w_index)
+
+    def _receive(self, w_index: int, flight: _InFlight) -> JobResult:
+        """The reply to ``flight`` from worker ``w_index``; a reply to another job, or none, fails
+        the job and replaces the worker."""
+        worker = self._workers[w_index]
+        try:
+            job_id, ok, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            reason = _death_reason(worker.process)
+            self._replace(w_index)
+            return JobResult(None, reason)
+        if job_id != flight.job_id:
+            self._replace(w_index)
+            return JobResult(None, f"worker out of step (a reply to job {job_id}, not {flight.job_id}); "
+                                   "replaced")
+        return JobResult(payload, None) if ok else JobResult(None, payload)
 
     def _replace(self, w_index: int) -> None:
         self._workers[w_index].kill()
-        worker = _Worker(self._env)
-        self._workers[w_index] = worker
-        worker.conn.send(("ping", ()))
-        if worker.conn.poll(_STARTUP_TIMEOUT_S):
-            worker.conn.recv()
+        self._workers[w_index] = self._started()
 
     def close(self) -> None:
         """Stop all workers."""

@@ -1,26 +1,31 @@
 """Production loader: verify an artifact against its manifest and run it. Needs only TVM's runtime.
 
 Imports nothing of the compiler: ``TVM_USE_RUNTIME_LIB=1`` is set before TVM loads, unless the
-process already imported TVM; and TVM gets the threads the artifact was tuned for unless the
-caller set ``TVM_NUM_THREADS``.
+process already imported TVM; and TVM gets the threads the artifact was tuned for (no more than
+the cores this process may use) unless the caller set ``TVM_NUM_THREADS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..backends import backend_named
-from ..common.files import sha256_of
 from ..common.text import first_line
 from ..common.threads import default_tvm_threads
 from ..errors import AutotuneError
 from ..frontend.specs import TensorSpec
-from .manifest import Manifest, manifest_path, read_manifest
+from ..targets.host import usable_cores
+from .manifest import Manifest, manifest_path, parse_manifest, read_manifest_bytes
+from .trust import public_key_from, verify_signature
 
 
 class CompiledModel:
@@ -29,10 +34,11 @@ class CompiledModel:
     Safe to call from several threads at once (each thread gets its own VM over the shared module).
     """
 
-    def __init__(self, so_path: Path, manifest: Manifest | None):
+    def __init__(self, so_path: Path, manifest: Manifest | None, data: bytes):
         if "tvm" not in sys.modules:
             os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
-            default_tvm_threads(manifest.target.get("num-cores") if manifest else None)
+            tuned_for = manifest.target.get("num-cores") if manifest else None
+            default_tvm_threads(min(int(tuned_for), usable_cores()) if tuned_for else None)
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
@@ -45,7 +51,7 @@ class CompiledModel:
             backend.check_loadable(manifest, so_path)
         if not self.device.exist:
             raise AutotuneError(f"{so_path} needs a {self.device} device, which this host lacks")
-        self._module = tvm.runtime.load_module(str(so_path))
+        self._module = _load_private_copy(tvm, data)
         self._make_vm = lambda: VirtualMachine(self._module, self.device)
         self._per_thread = threading.local()
         self._vm()  # fail at load time, not at the first call, if the module cannot run
@@ -93,20 +99,72 @@ def _checked(spec: TensorSpec, value) -> np.ndarray:
     return array
 
 
-def load(path: str | Path, trust_unverified: bool = False) -> CompiledModel:
-    """Load a compiled ``.so`` after checking its manifest's sha256, that it passed validation, and
-    that this host can run it."""
-    so_path = Path(path)
+def _load_private_copy(tvm, data: bytes):
+    """The TVM module of ``data`` (the bytes that were verified), loaded from a copy that only this
+    process can reach, removed once loaded: the file at the artifact's path may change after it
+    was hashed, the copy cannot."""
+    folder = tempfile.mkdtemp(prefix="autotune-load-")  # mode 0700
+    try:
+        path = os.path.join(folder, "artifact.so")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return tvm.runtime.load_module(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _warn_unverified(so_path: Path) -> None:
+    message = (f"autotune: WARNING: loading {so_path} with trust_unverified=True: its manifest, hash and "
+               "validation are not enforced; never do this with an artifact you did not build")
+    warnings.warn(message, stacklevel=3)
+    print(message, file=sys.stderr)
+
+
+def verify_artifact(so_path: Path, trust_unverified: bool = False, expected_sha256: str | None = None,
+                    public_key: str | Path | None = None) -> tuple[bytes, Manifest | None]:
+    """The bytes of ``so_path`` and its manifest, once both are verified as ``load`` describes
+    (imports no TVM: ``autotune verify`` uses it alone)."""
     if not so_path.is_file():
         raise AutotuneError(f"artifact not found: {so_path}")
-    if trust_unverified and not manifest_path(so_path).is_file():
-        return CompiledModel(so_path, None)
-    manifest = read_manifest(so_path)
-    actual = sha256_of(so_path)
-    if actual != manifest.sha256 and not trust_unverified:
+    key = public_key_from(public_key)
+    if trust_unverified:
+        _warn_unverified(so_path)
+    data = so_path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256.lower():
+        raise AutotuneError(f"{so_path} is not the pinned artifact: sha256 {actual[:16]}… != expected "
+                            f"{expected_sha256[:16]}…; refusing to load it")
+    if trust_unverified and key is None and not manifest_path(so_path).is_file():
+        return data, None
+    manifest_bytes = read_manifest_bytes(so_path)
+    manifest = parse_manifest(manifest_bytes, manifest_path(so_path))
+    if key is not None:
+        verify_signature(so_path, manifest_bytes, key)
+    if actual != manifest.sha256 and (not trust_unverified or key is not None):
         raise AutotuneError(f"{so_path} does not match its manifest: sha256 {actual[:16]}… "
                             f"!= {str(manifest.sha256)[:16]}…; refusing to load it")
     if (manifest.validation or {}).get("passed") is False and not trust_unverified:
         raise AutotuneError(f"{so_path} failed its validation against ONNX Runtime when it was "
                             "compiled (see 'validation' in its manifest); refusing to load it")
-    return CompiledModel(so_path, manifest)
+    return data, manifest
+
+
+def load(path: str | Path, trust_unverified: bool = False, expected_sha256: str | None = None,
+         public_key: str | Path | None = None) -> CompiledModel:
+    """Load a compiled ``.so`` after checking it, and return the model to call.
+
+    Args:
+        path: the ``.so``; its manifest ``path.json`` lies beside it.
+        trust_unverified: load even without a manifest, or one that does not match or failed
+            validation (warns loudly). A pinned hash and a required signature still apply.
+        expected_sha256: the hash the deployer pinned (``autotune history artifacts`` prints it).
+        public_key: an Ed25519 public key file; the manifest must carry a valid signature of it
+            (``autotune sign``). ``$AUTOTUNE_PUBLIC_KEY`` makes this the default.
+
+    Raises:
+        AutotuneError: the artifact does not verify, failed validation, or cannot run on this host.
+    """
+    so_path = Path(path)
+    data, manifest = verify_artifact(so_path, trust_unverified, expected_sha256, public_key)
+    return CompiledModel(so_path, manifest, data)

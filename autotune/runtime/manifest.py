@@ -58,20 +58,33 @@ class Manifest(Result):
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def read_manifest(so_path: Path) -> Manifest:
-    """The manifest beside ``so_path``, or a clear error."""
+def read_manifest_bytes(so_path: Path) -> bytes:
+    """The manifest file beside ``so_path``, as bytes (what a signature covers), or a clear error."""
     path = manifest_path(so_path)
-    if not path.is_file():
-        raise AutotuneError(f"no manifest {path} beside {so_path}: refusing to load an unverified "
-                            "artifact (pass trust_unverified=True to load it anyway)")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise AutotuneError(f"no manifest {path} beside {so_path}: refusing to load an unverified "
+                            "artifact (pass trust_unverified=True to load it anyway)") from None
+    except OSError as err:
         raise AutotuneError(f"manifest {path} is unreadable: {err}") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+
+
+def parse_manifest(data: bytes, path: Path) -> Manifest:
+    """A manifest from the bytes of its file at ``path``, or a clear error."""
+    try:
+        parsed = json.loads(data)
+    except ValueError as err:
+        raise AutotuneError(f"manifest {path} is unreadable: {err}") from None
+    if not isinstance(parsed, dict) or parsed.get("format") != MANIFEST_FORMAT:
+        found = parsed.get("format") if isinstance(parsed, dict) else type(parsed).__name__
         raise AutotuneError(f"manifest {path} has format {found!r}, expected {MANIFEST_FORMAT!r}")
     try:
-        return Manifest.from_dict(data)
+        return Manifest.from_dict(parsed)
     except TypeError as err:  # a required key missing
         raise AutotuneError(f"manifest {path} is incomplete: {err}") from None
+
+
+def read_manifest(so_path: Path) -> Manifest:
+    """The manifest beside ``so_path``, or a clear error."""
+    return parse_manifest(read_manifest_bytes(so_path), manifest_path(so_path))

@@ -6,7 +6,7 @@ import json
 
 from ..common.text import first_line
 from ..errors import AutotuneError
-from .host import physical_cores
+from .host import usable_cores
 
 CUDA_ARCHS = {"cuda-sm80": "sm_80", "cuda-sm89": "sm_89", "cuda-sm90": "sm_90a"}
 # Limits MetaSchedule's CUDA rules need (thread binding, shared memory), as TVM's nvidia/* tags
@@ -23,7 +23,7 @@ def _host_mcpu() -> str:
 
 def named_targets(num_cores: int | None = None) -> dict[str, dict]:
     """The target names users may pass to ``--target``, as TVM target JSON."""
-    cores = num_cores or physical_cores()
+    cores = num_cores or usable_cores()
     targets = {
         "host": {"kind": "llvm", "mcpu": _host_mcpu(), "num-cores": cores},
         "avx512": {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": cores},
