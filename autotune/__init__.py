@@ -31,7 +31,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          reuse: bool = True, config: SearchConfig | None = None, fusion: str = "full",
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
          rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
-         confirm: bool = True) -> TuneSummary:
+         confirm: bool = True, trust_runners: Sequence[str] | None = None) -> TuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database.
 
     Args:
@@ -49,6 +49,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
         rpc, rpc_key: an RPC tracker ``HOST:PORT`` and key whose servers time the candidates.
         precision: ``fp32``, ``fp16`` or ``bf16``.
         confirm: re-time each task's finalists side by side at the end.
+        trust_runners: reuse only records these runners timed (``local``, ``rpc:KEY``).
 
     Returns:
         The job's ``TuneSummary`` (readable by key too, e.g. ``summary["job_id"]``).
@@ -61,7 +62,8 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     from .search.driver import SearchConfig
 
     options = TuneOptions(shapes, target, db, trials, time_budget_s, reuse, config or SearchConfig(), fusion,
-                          tuple(manual), rpc, rpc_key, precision, confirm)
+                          tuple(manual), rpc, rpc_key, precision, confirm,
+                          tuple(trust_runners) if trust_runners is not None else None)
     return run(model, options, progress)
 
 
@@ -70,7 +72,7 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
             validate: bool = True, rtol: float | None = None, atol: float | None = None,
             fusion: str = "full", pins: Sequence[str] = (), precision: str = "fp32",
             max_rel_err: float | None = None, min_cosine: float | None = None,
-            inputs: str | Path | None = None) -> CompileResult:
+            inputs: str | Path | None = None, trust_runners: Sequence[str] | None = None) -> CompileResult:
     """Build the model with the database's chosen records, validate it against ONNX Runtime, and
     only then put it at ``output`` with its manifest (``output.json``).
 
@@ -82,6 +84,8 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
         pins: manual schedule names to use wherever they have a record, even when slower.
         max_rel_err, min_cosine: reduced-precision limits (defaults per precision).
         inputs: an ``.npz`` of validation inputs (default: random inputs the model accepts).
+        trust_runners: build only from records these runners timed (default: all, or only local
+            ones where servers of more than one RPC key timed records of this target).
 
     Returns:
         The ``CompileResult``: paths, sha256, the records built from, the validation.
@@ -97,7 +101,7 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
 
     options = CompileOptions(shapes, target, db, validate, RTOL if rtol is None else rtol,
                              ATOL if atol is None else atol, fusion, tuple(pins), precision, max_rel_err,
-                             min_cosine, inputs)
+                             min_cosine, inputs, tuple(trust_runners) if trust_runners is not None else None)
     return run(model, output, options)
 
 

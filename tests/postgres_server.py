@@ -50,9 +50,19 @@ class PostgresServer:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-w", "-l",
                   str(self.folder / "log"), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder}",
                   "start")
+        return self.create_database("autotune")
+
+    def create_database(self, name: str) -> str:
+        """A new empty database on the server; its SQLAlchemy URL."""
         self._run(str(self.bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                  "-U", "postgres", "autotune")
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/autotune"
+                  "-U", "postgres", name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def restart(self) -> None:
+        """Stop the server (its connections dropped) and start it again."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "-l",
+                  str(self.folder / "log"), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder}",
+                  "restart")
 
     def stop(self) -> None:
         """Stop the server and delete its files."""

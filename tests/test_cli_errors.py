@@ -15,8 +15,8 @@ from autotune.cli import main
 from .conftest import TINY_SHAPE_FLAGS, run_env
 
 
-def _error_line(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
+def _error_line(capsys, argv: list[str], code: int = 2) -> str:
+    assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("autotune: error: "), err
     return err[0]
@@ -76,11 +76,12 @@ def test_unknown_target(capsys, tiny_translation):
     assert "unknown target --target 'llvm -mcpu=skylake'" in line
 
 
-@pytest.mark.parametrize("url", ["postgresql://nobody@127.0.0.1:1/none", "sqlite:////proc/nope/x.db",
-                                 "notadb://x"])
-def test_unreachable_db(capsys, tiny_translation, url):
+@pytest.mark.parametrize("url, code", [("postgresql://nobody@127.0.0.1:1/none", 4),
+                                       ("sqlite:////proc/nope/x.db", 4), ("notadb://x", 2)])
+def test_unreachable_db(capsys, tiny_translation, url, code):
+    """A database that cannot be reached is the environment's fault (exit 4), a bad URL the user's (2)."""
     line = _error_line(capsys, ["tune", str(tiny_translation), *TINY_SHAPE_FLAGS, "--trials", "2",
-                                "--db", url])
+                                "--db", url], code)
     assert f"cannot open database --db {url}" in line
 
 

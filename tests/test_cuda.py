@@ -86,16 +86,15 @@ def test_design_spaces_generated_and_candidates_built_for_sm90(prepared):
                        database=ms.database.MemoryDatabase(), cost_model=None)
     candidates = [c.sch for c in context.generate_measure_candidates() or []]  # sampled, postprocessed
     assert candidates, "no candidate passed the CUDA postprocessors"
-    with Measurer(MeasureConfig(build_workers=1)) as measurer:
+    with Measurer(MeasureConfig(build_workers=1)) as measurer:  # its builds go when it closes
         inputs = [ms.builder.BuilderInput(sch.mod, task.target) for sch in candidates]
-        results = measurer.builder.build(inputs)
-    for result in results:
-        assert result.error_msg is None, result.error_msg
-        with tarfile.open(result.artifact_path) as tar:
-            packed = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith("devc.c")]
-        blob = bytes(int(v) for v in re.findall(rb"\d+", packed[0].split(b"{", 2)[-1]))
-        assert embedded_device_code(blob)["fatbin"] == 1 and embedded_device_code(blob)["cuda_source"] == 0
-        assert _cuda_elf_archs(blob) == {90}
+        for result in measurer.builder.build(inputs):
+            assert result.error_msg is None, result.error_msg
+            with tarfile.open(result.artifact_path) as tar:
+                packed = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith("devc.c")]
+            blob = bytes(int(v) for v in re.findall(rb"\d+", packed[0].split(b"{", 2)[-1]))
+            assert embedded_device_code(blob)["fatbin"] == 1 and embedded_device_code(blob)["cuda_source"] == 0
+            assert _cuda_elf_archs(blob) == {90}
 
 
 def test_cuda_artifact_embeds_device_code_and_refuses_to_load_without_gpu(prepared, tiny_encoder,

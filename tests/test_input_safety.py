@@ -6,6 +6,7 @@ The calls run in a subprocess: before the guards, an id of 10**9 killed the proc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,12 @@ from autotune.frontend.inputs import random_inputs
 from autotune.models import TINY, write_example
 
 from .conftest import TINY_SHAPES, run_env
+from .faults import chaos_record
 
 BERT_SHAPES = {"input_ids": (2, 16), "attention_mask": (2, 16), "token_type_ids": (2, 16)}
+# A real export with token_type_ids (``scripts/export_models.py bert``), where scripts/chaos.py has one.
+REAL_BERT = os.environ.get("AUTOTUNE_REAL_BERT")
+FAMILIES = ["translation", "bert", *(["real_bert"] if REAL_BERT else [])]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +39,9 @@ def builds(tmp_path_factory, tiny_translation, tiny_bert) -> dict:
     folder = tmp_path_factory.mktemp("guarded")
     db = f"sqlite:///{folder / 'empty.db'}"
     out = {}
+    real = [("real_bert", REAL_BERT, {k: (1, 32) for k in BERT_SHAPES})] if REAL_BERT else []
     for name, model, shapes in [("translation", tiny_translation, TINY_SHAPES),
-                                ("bert", tiny_bert, BERT_SHAPES)]:
+                                ("bert", tiny_bert, BERT_SHAPES), *real]:
         built = autotune.compile(model, folder / f"{name}.so", shapes, "host", db)
         assert built["validation"]["passed"]
         out[name] = {"so": folder / f"{name}.so", "model": model, "shapes": shapes}
@@ -85,13 +91,13 @@ def _valid(build: dict) -> dict:
     return {k: v.tolist() for k, v in random_inputs([TensorSpec.from_dict(s) for s in specs]).items()}
 
 
-@pytest.mark.parametrize("family", ["translation", "bert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_out_of_range_ids_are_refused_and_the_process_keeps_serving(builds, family):
     build = builds[family]
     specs = {s["name"]: s for s in autotune.load(build["so"]).inputs}
     indexed = [name for name, spec in specs.items() if "index_range" in spec]
     assert indexed == (["input_ids", "decoder_input_ids"] if family == "translation"
-                       else ["input_ids", "token_type_ids"])
+                       else ["input_ids", "token_type_ids"])  # every embedding input
     valid = _valid(build)
     cases, expect = [], []
     for name in indexed:
@@ -109,9 +115,10 @@ def test_out_of_range_ids_are_refused_and_the_process_keeps_serving(builds, fami
         assert result["raw_error"] == (f"input '{name}' holds an index outside [{low}, {high}], the rows "
                                        "of the table it indexes")
     assert results[-1]["raw_error"] is None and "logits" in results[-1]
+    chaos_record(f"out-of-range ids ({family})", injected=len(expect), completed=1)
 
 
-@pytest.mark.parametrize("family", ["translation", "bert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_boundary_and_negative_ids_give_onnxruntimes_answer(builds, family):
     build = builds[family]
     specs = {s["name"]: s for s in autotune.load(build["so"]).inputs}
@@ -176,6 +183,7 @@ def test_a_failed_validation_leaves_the_deployed_artifact_untouched(builds, tmp_
     with pytest.raises(autotune.AutotuneError, match="failed its validation"):
         autotune.load(tmp_path / "model.rejected.so")
     autotune.load(deployed)
+    chaos_record("failed validation over a good artifact", completed=1)
 
 
 def test_every_table_read_with_a_callers_index_also_clips(tiny_bert):

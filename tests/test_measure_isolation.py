@@ -17,6 +17,8 @@ from autotune.search.driver import search
 from autotune.targets.names import canonical, parse_target
 from autotune.frontend.tasks import Task
 
+from .faults import chaos_record
+
 
 def _task(name: str, build_compute) -> Task:
     import tvm
@@ -125,6 +127,7 @@ def test_a_runaway_memory_candidate_fails_its_own_trial(tmp_path):
         row = session.scalars(select(TuningRecordRow).where(
             TuningRecordRow.workload_id == database.workload_id(tasks[0].mod))).one()
     assert row.error_kind == "run" and row.error_msg
+    chaos_record("runaway-memory candidate", completed=1)
 
 
 def test_a_worker_slow_to_start_never_answers_for_another_job(monkeypatch):
@@ -145,3 +148,4 @@ def test_a_worker_slow_to_start_never_answers_for_another_job(monkeypatch):
         assert [r.value for r in pool.map("ping", [()], timeout_s=60)] == ["ready"]
     finally:
         pool.close()
+    chaos_record("worker slow to start", injected=2, completed=1)

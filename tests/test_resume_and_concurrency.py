@@ -13,16 +13,7 @@ import time
 import pytest
 
 from .conftest import TINY_SHAPE_FLAGS, run_env
-
-
-def _tune_command(model, db_url: str, trials: int, shape_flags: list[str]) -> list[str]:
-    return [sys.executable, "-m", "autotune.cli", "tune", str(model), *shape_flags,
-            "--trials", str(trials), "--db", db_url, "--json", "--quiet"]
-
-
-def _records(db_path) -> list[tuple[int, int]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT id, job_id FROM tuning_records WHERE provenance != 'confirm' ORDER BY id").fetchall()
+from .faults import chaos_record, records, tune_command, wait_for_records
 
 
 def _integrity(db_path) -> str:
@@ -30,59 +21,48 @@ def _integrity(db_path) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _wait_for_records(db_path, count: int, proc, timeout_s: float = 240) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if len(_records(db_path)) >= count:
-                return
-        except sqlite3.OperationalError:
-            pass  # schema not created yet
-        time.sleep(0.2)
-    pytest.fail(f"tuner never reached {count} records (exit code {proc.poll()})")
-
-
 @pytest.mark.parametrize("kills", [3])
 def test_kill_9_then_rerun_resumes_the_same_job(tmp_path, tiny_translation, kills):
     db_path = tmp_path / "resume.db"
-    command = _tune_command(tiny_translation, f"sqlite:///{db_path}", 90, TINY_SHAPE_FLAGS)
+    command = tune_command(tiny_translation, f"sqlite:///{db_path}", 90, TINY_SHAPE_FLAGS)
     survived: list[tuple[int, int]] = []
     moments = random.Random(kills)
     for _ in range(kills):
         proc = subprocess.Popen(command, env=run_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        _wait_for_records(db_path, len(survived) + 8, proc)
+        wait_for_records(db_path, len(survived) + 8, proc)
         time.sleep(moments.uniform(0.0, 1.5))  # anywhere in a round: building, running, committing
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert _integrity(db_path) == "ok"
-        now = _records(db_path)
+        now = records(db_path)
         assert set(survived) <= set(now)  # nothing committed was lost
         survived = now
     done = subprocess.run(command, env=run_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["resumed"] is True
-    final = _records(db_path)
+    final = records(db_path)
     assert set(survived) <= set(final)
     assert {job for _, job in final} == {summary["job_id"]}
     assert len(final) == summary["trials_measured"] == 90  # killed trials not measured twice
+    chaos_record("kill -9 of tune", injected=kills, completed=1, records_lost=len(set(survived) - set(final)))
 
 
 def test_two_tuners_share_one_sqlite_file(tmp_path, tiny_translation, tiny_encoder):
     db_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    procs = [subprocess.Popen(_tune_command(tiny_translation, db_url, 40, TINY_SHAPE_FLAGS),
+    procs = [subprocess.Popen(tune_command(tiny_translation, db_url, 40, TINY_SHAPE_FLAGS),
                               env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-             subprocess.Popen(_tune_command(tiny_encoder, db_url, 24, ["--shape", "input_ids=1x16"]),
+             subprocess.Popen(tune_command(tiny_encoder, db_url, 24, ["--shape", "input_ids=1x16"]),
                               env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     summaries = [json.loads(out) for out, _ in outputs]
     db_path = tmp_path / "shared.db"
     assert _integrity(db_path) == "ok"
-    records = _records(db_path)
+    measured = records(db_path)
     for summary in summaries:
-        assert sum(1 for _, job in records if job == summary["job_id"]) == summary["trials_measured"]
+        assert sum(1 for _, job in measured if job == summary["job_id"]) == summary["trials_measured"]
     with sqlite3.connect(db_path) as conn:
         duplicated = conn.execute("SELECT count(*) - count(DISTINCT content_sha256) FROM workloads").fetchone()
     assert duplicated == (0,)

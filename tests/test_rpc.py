@@ -134,7 +134,9 @@ def test_tune_over_rpc_survives_a_server_killed_mid_job(cluster, tmp_path, tiny_
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT id, latency_s, error_msg FROM tuning_records "
                             "WHERE provenance != 'confirm'").fetchall()
+        runners = {r for (r,) in conn.execute("SELECT DISTINCT runner FROM tuning_records")}
     assert summary["trials_measured"] == len(rows) == 36
+    assert runners == {f"rpc:{KEY}@{tracker}"}  # every record names who timed it
     failed = [error for _, latency, error in rows if latency is None]
     assert all(error.startswith("run failed over RPC") for error in failed)
     assert sum(1 for row_id, latency, _ in rows if row_id > killed_at[0] and latency is not None) >= 10

@@ -11,6 +11,7 @@ import autotune
 from autotune import AutotuneError
 
 from .conftest import TINY_SHAPES
+from .faults import chaos_record
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +104,7 @@ def test_a_pinned_hash_refuses_a_tampered_artifact_with_a_recomputed_manifest(ar
     autotune.load(so_path)  # the manifest alone cannot tell: it was rewritten to match
     with pytest.raises(AutotuneError, match="is not the pinned artifact"):
         autotune.load(so_path, expected_sha256=pinned)
+    chaos_record("tampered .so with a recomputed manifest, pinned hash")
 
 
 def test_signatures_verify_and_refuse_tampering(artifact, tmp_path, monkeypatch, capsys):
@@ -131,6 +133,7 @@ def test_signatures_verify_and_refuse_tampering(artifact, tmp_path, monkeypatch,
     assert main(["keygen", "-o", str(tmp_path / "other")]) == 0
     with pytest.raises(AutotuneError, match="does not carry a valid signature of the key"):
         autotune.load(signed, public_key=tmp_path / "other.pub")  # signed, but not by this key
+    chaos_record("tampered .so with a recomputed manifest, signature", injected=2)
 
 
 def test_trust_unverified_warns_loudly(artifact, tmp_path, capsys):

@@ -19,6 +19,7 @@ class Backend(ABC):
     layout_free_weights: bool  # schedules choose the weights' layout; compile packs the constants
     asserts_in_kernels: bool  # a kernel can stop a call (index guards); else takes clip
     retimes_in_place: bool  # finalists are re-timed inside the model (else alone)
+    threaded: bool  # code runs on a pool of host threads (``num-cores``), a graph-level knob
 
     def pipeline(self):
         """TVM's Relax pipeline module for this backend (its pass lists by stage)."""

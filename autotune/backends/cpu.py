@@ -15,6 +15,7 @@ class CpuBackend(Backend):
     layout_free_weights = True
     asserts_in_kernels = True
     retimes_in_place = True
+    threaded = True
 
     def default_schedule_pass(self, target):
         from ..schedules.heuristics import schedule_unscheduled

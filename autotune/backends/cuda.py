@@ -14,6 +14,7 @@ class CudaBackend(Backend):
     layout_free_weights = False
     asserts_in_kernels = False  # a GPU kernel cannot stop a call: takes clip their indices
     retimes_in_place = False
+    threaded = False
 
     def default_schedule_pass(self, target):
         """dlight's GPU rules for every PrimFunc that no tuned schedule reached.

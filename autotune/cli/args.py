@@ -72,6 +72,15 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
                         help="arithmetic precision (inputs and outputs stay fp32; default fp32)")
 
 
+def runner_list(text: str) -> list[str]:
+    """``--trust-runners local,rpc:h100``: the runners whose records count."""
+    runners = [r.strip() for r in text.split(",") if r.strip()]
+    if not runners or not all(r == "local" or r.startswith(("local:", "rpc:")) for r in runners):
+        raise argparse.ArgumentTypeError(f"expected local, rpc:KEY or rpc:KEY@HOST:PORT, comma-separated; "
+                                         f"got {text!r}")
+    return runners
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """A plain text table of ``rows``."""
     def cell(value) -> str:

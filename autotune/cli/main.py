@@ -2,18 +2,22 @@
 
 Commands: tasks, tune, compile, study (tuning); bench, example, demo (artifacts); keygen, sign,
 verify (signed artifacts); history, report, db (the database); rpc (measuring elsewhere). Exit codes: 0 ok, 2 bad input or usage, 3 an
-artifact failed validation, 130 interrupted.
+artifact failed validation, 4 the database or the environment failed (the job stays resumable),
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from ..common.results import plain
+from ..common.text import one_line
 from ..common.threads import default_tvm_threads, set_tvm_threads
-from ..errors import AutotuneError
+from ..errors import AutotuneError, EnvironmentFault, Interrupted
 from .records import add_db, add_history, add_report
 from .rpc import add_rpc
 from .serving import add_bench, add_demo, add_example
@@ -45,18 +49,53 @@ def _set_threads(threads: int | None) -> None:
         default_tvm_threads(usable_cores())
 
 
+class _Signals:
+    """The stop signal received, if any: what a signal raises may come back rewrapped by TVM (as a
+    ``RuntimeError``) when it interrupted a callback that TVM's C++ called."""
+
+    received: int | None = None
+
+    @classmethod
+    def stop(cls, signum, _frame) -> None:
+        cls.received = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Interrupted(f"terminated by {signal.Signals(signum).name}")
+
+    @classmethod
+    def exit_code(cls) -> int:
+        return Interrupted.exit_code if cls.received == signal.SIGTERM else 130
+
+
+def _handle_stop_signals() -> dict:
+    """Install the stop handlers (main thread only); the previous ones, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    _Signals.received = None
+    return {sig: signal.signal(sig, _Signals.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
     args = build_parser().parse_args(argv)
     _set_threads(getattr(args, "threads", None))
+    previous = _handle_stop_signals()
     try:
         result = args.func(args)
     except AutotuneError as err:
         print(f"autotune: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except OSError as err:  # the environment: a full disk, a file that vanished, a permission
+        print(f"autotune: error: {one_line(err)}", file=sys.stderr)
+        return EnvironmentFault.exit_code
+    except BaseException:  # Ctrl-C or SIGTERM, possibly rewrapped by TVM: the job stays resumable
+        if _Signals.received is None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
         print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _Signals.exit_code()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if args.json:
         print(json.dumps(plain(result), indent=2, default=str))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .args import (add_model, add_output_options, add_precision, add_target, duration_arg, positive_int,
-                   shapes, space_of, table, target_of)
+                   runner_list, shapes, space_of, table, target_of)
 
 
 def print_progress(event: dict) -> None:
@@ -50,7 +50,8 @@ def run_tune(args):
     options = TuneOptions(shapes(args.shape), target_of(args, space), args.db, trials, time_budget,
                           reuse=not args.no_reuse, config=SearchConfig(trials_per_round=args.trials_per_round),
                           fusion=args.fusion, manual=manual, rpc=args.rpc, rpc_key=args.rpc_key,
-                          precision=args.precision, confirm=not args.no_confirm)
+                          precision=args.precision, confirm=not args.no_confirm,
+                          trust_runners=args.trust_runners)
     summary = tune(args.model, options, None if args.quiet else print_progress)
     if not args.json:
         if summary.manual_schedules:
@@ -78,6 +79,8 @@ def add_tune(sub) -> None:
     p.add_argument("--trials-per-round", type=positive_int, help="search round size (default: from budget)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="time candidates on RPC servers at this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the key the RPC servers registered under")
+    p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
+                   help="reuse only records these runners timed: local, rpc:KEY (comma-separated)")
     add_precision(p)
     p.set_defaults(func=run_tune)
 
@@ -91,7 +94,7 @@ def run_compile(args):
     atol = args.atol if args.atol is not None else (space.atol if space else ATOL)
     options = CompileOptions(shapes(args.shape), target_of(args, space), args.db, not args.no_validate,
                              rtol, atol, args.fusion, space.pin if space else (), args.precision,
-                             args.max_rel_err, args.min_cosine, args.inputs)
+                             args.max_rel_err, args.min_cosine, args.inputs, args.trust_runners)
     summary = compile(args.model, args.output, options)
     if not args.json:
         valid = summary.validation
@@ -121,6 +124,9 @@ def add_compile(sub) -> None:
                    "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol)")
     p.add_argument("--min-cosine", type=float, help="lowest cosine similarity allowed per output "
                    "(default: fp16 0.999, bf16 0.99)")
+    p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
+                   help="build only from records these runners timed: local, rpc:KEY (default: all, "
+                        "or local only where servers of several RPC keys timed records)")
     p.set_defaults(func=run_compile)
 
 

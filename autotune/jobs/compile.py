@@ -35,6 +35,7 @@ class CompileOptions:
     max_rel_err: float | None = None  # reduced precision: limits instead of rtol/atol
     min_cosine: float | None = None
     inputs: str | Path | None = None  # an .npz of validation inputs (default: inputs the model accepts)
+    trust_runners: Sequence[str] | None = None  # only records these runners timed (default: trusted_runners)
 
 
 @dataclass
@@ -67,7 +68,9 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision)
     given = inputs_from_file(options.inputs, prepared.model.inputs) if options.inputs is not None else None
     store = Store(options.db)
-    database = SqlDatabase(store, canonical(prepared.target), selection=Selection(pins=frozenset(options.pins)))
+    target_id = store.target_id(canonical(prepared.target))
+    selection = Selection(pins=frozenset(options.pins), runners=trusted_runners(store, target_id, options.trust_runners))
+    database = SqlDatabase(store, canonical(prepared.target), selection=selection)
     used = [row for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
     executable = build_tuned(prepared.fused, prepared.target, database)
     built_from = export.BuildProvenance(
@@ -87,6 +90,15 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     return CompileResult(artifact=str(so_path), manifest=f"{so_path}.json", artifact_id=artifact_id,
                          sha256=manifest.sha256, **built_from.as_dict(),
                          validation=validation.as_dict() if validation else None)
+
+
+def trusted_runners(store: Store, target_id: int, given: Sequence[str] | None) -> frozenset[str] | None:
+    """The runners whose records count: the user's, else all, unless servers of more than one RPC
+    key timed records of this target: then only local ones (a server registered under a key can
+    report any timing, and records spread to other models through reuse)."""
+    if given is not None:
+        return frozenset(given)
+    return frozenset({"local"}) if len(store.rpc_keys(target_id)) > 1 else None
 
 
 def _validate(staged, prepared, options: CompileOptions, inputs):

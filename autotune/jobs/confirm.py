@@ -134,7 +134,7 @@ def winner_index(contenders: list[dict], current_id: int | None) -> int:
     return keep
 
 
-def _commit_winner(database, task: Task, rows: list, times: list[list[float]], how: str
+def _commit_winner(database, task: Task, rows: list, times: list[list[float]], how: str, runner: str
                    ) -> Confirmation | None:
     """Commit the winning row (``winner_index``) as a ``confirm`` record, with every contender."""
     from tvm.s_tir import meta_schedule as ms
@@ -153,7 +153,7 @@ def _commit_winner(database, task: Task, rows: list, times: list[list[float]], h
     confirmation = Confirmation(task.name, rows[best].id, rows[best].provenance, how, len(times[best]),
                                 current_id, contenders)
     database.commit_record(confirmed, Outcome(run_secs=times[best]), provenance=Provenance.CONFIRM,
-                           source=confirmation.source())
+                           source=confirmation.source(), runner=runner)
     return confirmation
 
 
@@ -171,7 +171,7 @@ def confirm_alone(task: Task, database, measurer) -> Confirmation | None:
             if result.error_msg is None]
     times = _time_in_turns(measurer, [(path, record.args_info) for _, record, path in kept], task.target,
                            rounds)
-    return _commit_winner(database, task, [row for row, _, _ in kept], times, "alone")
+    return _commit_winner(database, task, [row for row, _, _ in kept], times, "alone", measurer.runner_id)
 
 
 def _build_variants(prepared: Prepared, database, candidates: dict[str, list], width: int,
@@ -227,7 +227,7 @@ def confirm_in_place(prepared: Prepared, database, measurer,
             kernel = kernels.get(task.name)
             if kernel and kernel["calls"]:
                 times[min(j, len(rows) - 1)] += [t / kernel["calls"] for t in kernel["per_round_s"]]
-        if result := _commit_winner(database, task, rows, times, "in place"):
+        if result := _commit_winner(database, task, rows, times, "in place", measurer.runner_id):
             results.append(result)
     return results
 

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..backends import backend_named
 from ..bench.timing import BenchConfig, summarize, time_runs
 from ..common.threads import set_tvm_threads
 from ..errors import AutotuneError
@@ -43,7 +44,7 @@ def target_for(space: SearchSpace, threads: int | None):
     if threads is None:
         return parse_target(space.target)
     named = named_targets(threads)
-    if space.target not in named or named[space.target]["kind"] != "llvm":
+    if space.target not in named or not backend_named(named[space.target]["kind"]).threaded:
         raise AutotuneError(f"{space.path}: graph.threads needs a named CPU target, got {space.target!r}")
     return parse_target(json.dumps(named[space.target]))
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +27,14 @@ from ..search.budget import Budget
 from ..search.driver import SearchConfig, SearchResult, search
 from ..store import jobs as job_rows
 from ..store.engine import Store
+from ..store.selection import Selection
 from ..targets.host import host_cpu_flags
 from ..targets.names import canonical
 from .confirm import Confirmation, confirm_finalists
 from .prepare import Prepared, prepare
 
 ProgressFn = Callable[[dict], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class TuneOptions:
     rpc_key: str | None = None
     precision: str = "fp32"
     confirm: bool = True  # re-time each task's finalists at the end
+    trust_runners: Sequence[str] | None = None  # reuse only records these runners timed
 
 
 @dataclass
@@ -96,13 +101,37 @@ def _open(store: Store, prepared: Prepared, budget: Budget, settings: list) -> t
     model_id = job_rows.model_id(store, model.name, model.sha256, model.input_shapes())
     target_id = store.target_id(canonical(prepared.target), " ".join(sorted(host_cpu_flags())))
     return job_rows.open_job(store, resume_key(prepared, budget, settings), model_id, target_id,
-                             budget.trials, budget.seconds, _versions())
+                             budget.trials, budget.seconds, _versions(), job_rows.Holder.this_process())
+
+
+class _Heartbeat:
+    """Renews the job's lease every ``store.jobs.HEARTBEAT_S`` while the job runs, from a thread."""
+
+    def __init__(self, store: Store, job_id: int):
+        self.store, self.job_id = store, job_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"autotune-job-{job_id}-lease", daemon=True)
+
+    def _beat(self) -> None:
+        holder = job_rows.Holder.this_process()
+        while not self.stop.wait(job_rows.HEARTBEAT_S):
+            try:
+                job_rows.renew_lease(self.store, self.job_id, holder)
+            except AutotuneError as err:  # the job itself meets the fault, and stops on it
+                logger.warning("cannot renew the lease of job %s: %s", self.job_id, err)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def _satisfied_elsewhere(database, tasks: list[Task], job_id: int) -> set[str]:
-    """Tasks that already have a successful record from another job on this target."""
-    return {t.name for t in tasks
-            if any(row.job_id != job_id for row in database.best_rows(t.mod, 1))}
+    """Tasks whose chosen record (among trusted runners') comes from another job on this target."""
+    return {t.name for t in tasks if (row := database.chosen_row(t.mod)) is not None and row.job_id != job_id}
 
 
 @dataclass
@@ -126,8 +155,10 @@ def _start(prepared: Prepared, options: TuneOptions, budget: Budget, settings: l
     job_id, resumed = _open(store, prepared, budget, settings)
     spent_trials, spent_seconds = job_rows.job_spent(store, job_id)
     started = time.monotonic()
+    runners = frozenset(options.trust_runners) if options.trust_runners is not None else None
     database = SqlDatabase(store, canonical(prepared.target),
-                           JobContext(job_id, lambda: spent_seconds + time.monotonic() - started))
+                           JobContext(job_id, lambda: spent_seconds + time.monotonic() - started),
+                           Selection(runners=runners))
     satisfied = _satisfied_elsewhere(database, prepared.tasks, job_id) if options.reuse else set()
     job_rows.record_job_tasks(store, job_id, [(database.workload_id(t.mod), t.name, t.weight, t.flops)
                                               for t in prepared.tasks])
@@ -189,12 +220,22 @@ def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: Prog
         settings.append(options.precision)
     job = _start(prepared, options, budget, settings)
     try:
-        result, manual, confirmed = _run(job, schedules, options, budget, remote, progress)
+        with _Heartbeat(job.store, job.job_id):
+            result, manual, confirmed = _run(job, schedules, options, budget, remote, progress)
     except BaseException:
-        job_rows.set_job(job.store, job.job_id, status="interrupted")
+        _mark_interrupted(job)
         raise
     job_rows.finish_job(job.store, job.job_id, result.tuning_seconds)
     return _summary(model, job, options, result, manual, confirmed)
+
+
+def _mark_interrupted(job: _Job) -> None:
+    """Mark a job that stopped early interrupted, releasing its lease; where the database itself
+    failed, its lease goes stale instead and a rerun takes the job over."""
+    try:
+        job_rows.interrupt_job(job.store, job.job_id)
+    except AutotuneError as err:
+        logger.warning("job %s not marked interrupted: %s", job.job_id, err)
 
 
 def _summary(model, job: _Job, options: TuneOptions, result: SearchResult, manual: list,

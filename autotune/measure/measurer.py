@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from typing import TYPE_CHECKING
 
 from ..backends import backend_for
+from ..common.processes import process_alive
 from ..common.threads import thread_env
 from ..errors import AutotuneError
 from ..targets.host import usable_cores
@@ -84,6 +86,8 @@ class Measurer:
             self.runner = self._run_side = make_rpc_runner(rpc, config)
         self._build_pool = WorkerPool(config.build_workers, env)
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
+        self.runner_id = (f"rpc:{rpc.key}@{rpc.host}:{rpc.port}" if rpc is not None
+                          else f"local:{socket.gethostname()}")  # who timed what this measurer records
 
     def run_built(self, artifact_path: str, target, args_info):
         """Time one built candidate of ``target`` on the runner; its ``RunnerResult``."""
@@ -129,16 +133,7 @@ def scratch_folder() -> str:
     for name in os.listdir(root):
         if name.startswith(SCRATCH_PREFIX):
             owner = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-            if owner.isdigit() and not _alive(int(owner)):
+            if owner.isdigit() and not process_alive(int(owner)):
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

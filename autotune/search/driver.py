@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..backends import backend_for
 from ..common.records import estimated_latency_ms
 from ..common.text import first_line
+from ..errors import AutotuneError
 from ..frontend.tasks import Task
 from ..targets.names import target_cores
 from .budget import Budget, trials_per_round
@@ -93,12 +94,19 @@ class _Search:
             p.rounds = -(-p.trials // per_round)
 
     def run_round(self, p: TaskProgress, trials: int) -> None:
+        """One round of search on ``p``'s task. A failure of MetaSchedule on the task marks it
+        unsearchable (it keeps its fixed schedules); a database fault stops the job instead."""
         index = self.progress.index(p)
-        recorder = make_recorder(self.database, self._on_measured(p))
+        recorder = make_recorder(self.database, self._on_measured(p), self.measurer.runner_id)
+        self.database.store.last_fault = None
         with tempfile.TemporaryDirectory(prefix="autotune-ms-") as work_dir:
             try:
                 self._tune_tasks(index, p, trials, recorder, work_dir)
+            except AutotuneError:
+                raise
             except Exception as err:  # noqa: BLE001 - a TVM bug in one task's design space
+                if self.database.store.last_fault is not None:  # the database failed, rewrapped by TVM
+                    raise self.database.store.last_fault from None
                 p.search_error = first_line(err)
                 logger.warning("task %s cannot be searched, it keeps its default schedules: %s",
                                p.task.name, p.search_error)

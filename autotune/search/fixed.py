@@ -45,7 +45,8 @@ def measure_schedules(items: list[FixedSchedule], database, measurer) -> list[fl
         outcome = outcome_of(result, ran)
         record = ms.database.TuningRecord(item.schedule.trace, database.commit_workload(item.task.mod),
                                           outcome.run_secs, item.task.target, arg_info)
-        database.commit_record(record, outcome, provenance=item.provenance, source=item.source)
+        database.commit_record(record, outcome, provenance=item.provenance, source=item.source,
+                               runner=measurer.runner_id)
         latencies.append(outcome.latency_s)
     return latencies
 

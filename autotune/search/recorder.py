@@ -7,9 +7,9 @@ from collections.abc import Callable
 from ..measure.outcome import outcome_of
 
 
-def make_recorder(database, on_measured: Callable[[float | None], None]):
-    """A MetaSchedule measure callback committing every candidate to ``database`` and telling
-    ``on_measured`` its latency (None for a failure)."""
+def make_recorder(database, on_measured: Callable[[float | None], None], runner: str):
+    """A MetaSchedule measure callback committing every candidate to ``database`` (as timed by
+    ``runner``) and telling ``on_measured`` its latency (None for a failure)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.database import TuningRecord
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
@@ -25,7 +25,7 @@ def make_recorder(database, on_measured: Callable[[float | None], None]):
                 outcome = outcome_of(built, ran)
                 record = TuningRecord(cand.sch.trace, workload, outcome.run_secs, task.target,
                                       cand.args_info)
-                database.commit_record(record, outcome)
+                database.commit_record(record, outcome, runner=runner)
                 on_measured(outcome.latency_s)
 
     return RecordEverything()

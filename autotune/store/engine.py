@@ -6,26 +6,58 @@ defined in ``schema``; ``migrate`` creates and upgrades them.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..common.records import Provenance
 from ..common.text import first_line
-from ..errors import AutotuneError
+from ..errors import AutotuneError, EnvironmentFault
 from . import migrate
 from .schema import TargetRow, TuningRecordRow
 from .selection import RecordSummary
 
 DEFAULT_DB_URL = "sqlite:///tuning_logs/autotune.db"
 T = TypeVar("T")
+RETRY_WINDOW_S = 60.0  # a PostgreSQL restart or a long lock: retried this long before giving up
+RETRY_FIRST_S = 0.05
+RETRY_CAP_S = 2.0
+# PostgreSQL's SQLSTATEs of faults that retrying the transaction cures: serialization failure,
+# deadlock, the server shutting down or restarting, the connection lost.
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"}
+TRANSIENT_TEXT = ("database is locked", "database is busy", "database table is locked",
+                  "server closed the connection", "terminating connection", "connection refused",
+                  "could not connect", "connection is closed", "the database system is")
+
+
+def transient(err: DBAPIError) -> bool:
+    """Whether retrying the transaction may succeed."""
+    if err.connection_invalidated:
+        return True
+    code = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+    text = str(err.orig).lower()
+    return code in TRANSIENT_SQLSTATES or any(t in text for t in TRANSIENT_TEXT)
+
+
+def advice(err: DBAPIError) -> str:
+    """What a user can do about a fault that retrying does not cure."""
+    text = str(err.orig).lower()
+    if "full" in text or "no space" in text or "could not extend" in text:
+        return "free space where the database lives"
+    if "readonly" in text or "read-only" in text or "read only" in text:
+        return "make the database writable (or point --db at a writable copy)"
+    if transient(err):
+        return "check that the database server is up and reachable"
+    return "check the database"
 
 
 def resolve_db_url(url: str | None) -> str:
@@ -34,10 +66,17 @@ def resolve_db_url(url: str | None) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    """WAL (readers never wait for the writer), where the file can be written: on a read-only
+    file or mount the database stays in its journal mode and read-only commands still work."""
+    import sqlite3
+
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:  # "attempt to write a readonly database"
+        pass
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -65,14 +104,16 @@ class Store:
         try:
             self.engine = _make_engine(self.url)
             revision = self._create_if_empty() if check_schema else None
-        except (SQLAlchemyError, OSError, ValueError, ModuleNotFoundError) as err:
-            reason = first_line(err, 200)
-            raise AutotuneError(f"cannot open database --db {self.url}: {reason}") from None
+        except (DBAPIError, OSError) as err:  # the database is there, but cannot be reached or read
+            raise EnvironmentFault(f"cannot open database --db {self.url}: {first_line(err, 200)}") from None
+        except (SQLAlchemyError, ValueError, ModuleNotFoundError) as err:  # the URL itself is wrong
+            raise AutotuneError(f"cannot open database --db {self.url}: {first_line(err, 200)}") from None
         if check_schema and revision != migrate.head_revision():
-            raise AutotuneError(f"database --db {self.url} is at schema revision {revision}, this "
+            raise EnvironmentFault(f"database --db {self.url} is at schema revision {revision}, this "
                                 f"autotune needs {migrate.head_revision()}: run `autotune db upgrade "
                                 f"--db {self.url}` (back it up first)")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.last_fault: EnvironmentFault | None = None
 
     def _create_if_empty(self) -> str | None:
         revision = migrate.current_revision(self.engine)
@@ -90,20 +131,47 @@ class Store:
         migrate.upgrade(self.engine)
         return before, migrate.current_revision(self.engine)
 
-    def session(self) -> Session:
-        """A new ORM session (use as a context manager)."""
-        return self._sessions()
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A new ORM session; a database fault inside becomes one clear ``EnvironmentFault``
+        (use ``read``/``write`` where a transient fault should be retried)."""
+        try:
+            with self._sessions() as session:
+                yield session
+        except DBAPIError as err:
+            raise self.fault(err) from None
 
-    def write(self, work: Callable[[Session], T], attempts: int = 8) -> T:
-        """Run ``work`` in one transaction, retrying when another writer holds the lock."""
-        for attempt in range(attempts):
+    def fault(self, err: DBAPIError) -> EnvironmentFault:
+        """The error to stop with for ``err``, naming the database and what to do. It is also kept
+        as ``last_fault``: TVM rewraps what a callback raises, and the search looks here."""
+        self.last_fault = EnvironmentFault(
+            f"database --db {self.url} failed: {first_line(err.orig or err, 200)}; {advice(err)}, then "
+            "rerun the same command (the job resumes)")
+        return self.last_fault
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        """Run the query ``work``, retried like ``write``."""
+        return self._retried(work, writing=False)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction, retried with backoff while the fault is transient (a
+        lock, a serialization failure or deadlock, a dropped connection), for up to
+        ``RETRY_WINDOW_S``; another fault stops with one clear ``EnvironmentFault``."""
+        return self._retried(work, writing=True)
+
+    def _retried(self, work: Callable[[Session], T], writing: bool) -> T:
+        started = time.monotonic()
+        for attempt in itertools.count():
             try:
-                with self.session() as session, session.begin():
-                    return work(session)
-            except OperationalError as err:
-                if "locked" not in str(err) or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * 2 ** attempt)
+                with self._sessions() as session:
+                    if not writing:
+                        return work(session)
+                    with session.begin():
+                        return work(session)
+            except DBAPIError as err:
+                if not transient(err) or time.monotonic() - started > RETRY_WINDOW_S:
+                    raise self.fault(err) from None
+                time.sleep(min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** attempt))
         raise AssertionError("unreachable")
 
     def get_or_create(self, work: Callable[[Session], T]) -> T:
@@ -125,19 +193,28 @@ class Store:
             return row.id
         return self.get_or_create(work)
 
+    def rpc_keys(self, target_id: int) -> set[str]:
+        """The RPC keys whose servers timed records of ``target_id``."""
+        runners = self.read(lambda session: list(session.scalars(select(TuningRecordRow.runner).distinct().where(
+            TuningRecordRow.target_id == target_id, TuningRecordRow.runner.like("rpc:%")))))
+        return {runner.removeprefix("rpc:").split("@", 1)[0] for runner in runners}
+
     def record_summaries(self, workload_ids: list[int], target_id: int | None = None
                          ) -> dict[int, list[RecordSummary]]:
         """Per workload, its successful records (on ``target_id``, else every target) as the
         columns choosing among them needs (``selection.Selection``)."""
         columns = (TuningRecordRow.id, TuningRecordRow.workload_id, TuningRecordRow.latency_s,
-                   TuningRecordRow.provenance, TuningRecordRow.job_id, TuningRecordRow.measured_at)
+                   TuningRecordRow.provenance, TuningRecordRow.job_id, TuningRecordRow.measured_at,
+                   TuningRecordRow.runner)
         where = [TuningRecordRow.workload_id.in_(workload_ids), TuningRecordRow.latency_s.is_not(None)]
         if target_id is not None:
             where.append(TuningRecordRow.target_id == target_id)
-        with self.session() as session:
+        def work(session: Session) -> tuple[list, dict]:
             rows = session.execute(select(*columns).where(*where)).all()
             names = dict(session.execute(select(TuningRecordRow.id, TuningRecordRow.source).where(
                 *where, TuningRecordRow.provenance == str(Provenance.MANUAL))).all())
+            return rows, names
+        rows, names = self.read(work)
         grouped: dict[int, list[RecordSummary]] = {}
         for row in rows:
             name = (names.get(row[0]) or {}).get("name")

@@ -56,9 +56,8 @@ class SqlDatabase(ms.database.PyDatabase):
 
     def _find(self, mod) -> tuple[int, object] | None:
         shash, _content, _text = workload_keys(mod)
-        with self.store.session() as session:
-            rows = session.execute(select(WorkloadRow.id, WorkloadRow.workload_json).where(
-                WorkloadRow.structural_hash == shash)).all()
+        rows = self.store.read(lambda session: session.execute(select(
+            WorkloadRow.id, WorkloadRow.workload_json).where(WorkloadRow.structural_hash == shash)).all())
         for row_id, workload_json in rows:
             workload = self._workload(row_id, workload_json)
             if tvm_ffi.structural_equal(workload.mod, mod):
@@ -104,8 +103,8 @@ class SqlDatabase(ms.database.PyDatabase):
         self.commit_record(record, Outcome(run_secs=run_secs))
 
     def commit_record(self, record, outcome: Outcome, provenance: Provenance | None = None,
-                      source: dict | None = None) -> int:
-        """Store one measured (or failed) candidate; returns its row id."""
+                      source: dict | None = None, runner: str | None = None) -> int:
+        """Store one measured (or failed) candidate, with the runner that timed it; its row id."""
         wid = self.workload_id(record.workload.mod)
 
         def work(session: Session) -> int:
@@ -114,7 +113,8 @@ class SqlDatabase(ms.database.PyDatabase):
                                   job_seconds=self.job.clock() if self.job else None,
                                   record_json=record_json(record), latency_s=outcome.latency_s,
                                   error_kind=outcome.error_kind, error_msg=outcome.error_msg,
-                                  provenance=str(provenance or self.provenance), source=source)
+                                  provenance=str(provenance or self.provenance), source=source,
+                                  runner=runner)
             session.add(row)
             session.flush()
             return row.id
@@ -129,8 +129,7 @@ class SqlDatabase(ms.database.PyDatabase):
                                               TuningRecordRow.target_id == self.target_id, *conditions)
         if order is not None:
             query = query.order_by(*order)
-        with self.store.session() as session:
-            return list(session.scalars(query.limit(limit)))
+        return self.store.read(lambda session: list(session.scalars(query.limit(limit))))
 
     def best_rows(self, mod, top_k: int) -> list[TuningRecordRow]:
         """The ``top_k`` fastest successful record rows of ``mod`` on this target."""
@@ -146,8 +145,7 @@ class SqlDatabase(ms.database.PyDatabase):
         chosen = self.selection.choose(found[0], summaries)
         if chosen is None:
             return None
-        with self.store.session() as session:
-            return session.get(TuningRecordRow, chosen.id)
+        return self.store.read(lambda session: session.get(TuningRecordRow, chosen.id))
 
     def has_record(self, mod, provenance: Provenance) -> bool:
         """Whether ``mod`` has any record (even a failed one) of ``provenance`` on this target."""
@@ -163,10 +161,10 @@ class SqlDatabase(ms.database.PyDatabase):
         found = self._find(mod)
         if found is None or self.job is None:
             return 0
-        with self.store.session() as session:
-            return session.scalar(select(func.count(TuningRecordRow.id)).where(
-                TuningRecordRow.workload_id == found[0], TuningRecordRow.job_id == self.job.job_id,
-                TuningRecordRow.provenance == str(Provenance.SEARCH))) or 0
+        query = select(func.count(TuningRecordRow.id)).where(
+            TuningRecordRow.workload_id == found[0], TuningRecordRow.job_id == self.job.job_id,
+            TuningRecordRow.provenance == str(Provenance.SEARCH))
+        return self.store.read(lambda session: session.scalar(query)) or 0
 
     def _to_record(self, row: TuningRecordRow, workload):
         return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)
@@ -179,14 +177,14 @@ class SqlDatabase(ms.database.PyDatabase):
         return [self._to_record(row, workload) for row in rows]
 
     def get_all_tuning_records(self):
-        with self.store.session() as session:
+        def work(session: Session) -> tuple[list, dict]:
             rows = list(session.scalars(select(TuningRecordRow).where(
                 TuningRecordRow.target_id == self.target_id, TuningRecordRow.latency_s.is_not(None))))
-            wl_json = dict(session.execute(select(WorkloadRow.id, WorkloadRow.workload_json)).all())
+            return rows, dict(session.execute(select(WorkloadRow.id, WorkloadRow.workload_json)).all())
+        rows, wl_json = self.store.read(work)
         return [self._to_record(r, self._workload(r.workload_id, wl_json[r.workload_id])) for r in rows]
 
     def __len__(self) -> int:
-        with self.store.session() as session:
-            return session.scalar(select(func.count(TuningRecordRow.id)).where(
-                TuningRecordRow.target_id == self.target_id,
-                TuningRecordRow.latency_s.is_not(None))) or 0
+        query = select(func.count(TuningRecordRow.id)).where(TuningRecordRow.target_id == self.target_id,
+                                                             TuningRecordRow.latency_s.is_not(None))
+        return self.store.read(lambda session: session.scalar(query)) or 0

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+UNFINISHED = "status IN ('running', 'interrupted')"  # a job a rerun of its command resumes
 
 
 def utcnow() -> dt.datetime:
@@ -68,6 +71,12 @@ class Job(Base):
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     tuning_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # The lease of a running job: who holds it and when they last said so (``store.jobs``).
+    lease_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_host: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (Index("uq_jobs_unfinished_command", "resume_key", unique=True,
+                            sqlite_where=text(UNFINISHED), postgresql_where=text(UNFINISHED)),)
 
 
 class JobTask(Base):
@@ -98,6 +107,7 @@ class TuningRecordRow(Base):
     # manual: name, file, sha256; heuristic: its schedule's hash; confirm: the contenders' timings
     source: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     measured_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    runner: Mapped[str | None] = mapped_column(String(256), nullable=True)  # local:HOST, rpc:KEY@HOST:PORT
     __table_args__ = (Index("ix_records_best", "workload_id", "target_id", "latency_s"),)
 
 

@@ -19,6 +19,7 @@ class RecordSummary:
     provenance: str
     job_id: int | None
     measured_at: dt.datetime
+    runner: str | None = None  # who timed it: local:HOST, rpc:KEY@HOST:PORT (None: before runners were kept)
     manual_name: str | None = None  # the hand schedule's name, for manual records
 
 
@@ -30,13 +31,26 @@ class Selection:
     2. the fastest record of a manual schedule named in ``pins``;
     3. the newest confirmation (a re-timing of the finalists, ``jobs.confirm``);
     4. the fastest record (ties: the oldest).
+
+    With ``runners``, only records timed by those runners count (``trusted``).
     """
 
     pins: frozenset[str] = frozenset()
     overrides: Mapping[int, int] = field(default_factory=dict)
+    runners: frozenset[str] | None = None
+
+    def trusted(self, record: RecordSummary) -> bool:
+        """Whether ``record`` was timed by a trusted runner: ``local`` trusts every local measurer,
+        ``rpc:KEY`` every server of a key, a full ``rpc:KEY@HOST:PORT`` one server."""
+        if self.runners is None:
+            return True
+        runner = record.runner or ""
+        return any(runner == r or runner.startswith(f"{r}:") or runner.startswith(f"{r}@")
+                   for r in self.runners)
 
     def choose(self, workload_id: int, records: Sequence[RecordSummary]) -> RecordSummary | None:
         """The chosen one of a workload's successful ``records`` on one target; None if none."""
+        records = [r for r in records if self.trusted(r)]
         if not records:
             return None
         wanted = self.overrides.get(workload_id)
