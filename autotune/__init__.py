@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .bench.bench import BenchResult
     from .jobs.compile import CompileResult
     from .jobs.tune import TuneSummary
+    from .measure.config import MeasureConfig
     from .search.driver import SearchConfig
 
 __all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "bench", "compile", "load", "manual",
@@ -31,7 +32,8 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          reuse: bool = True, config: SearchConfig | None = None, fusion: str = "full",
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
          rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
-         confirm: bool = True, trust_runners: Sequence[str] | None = None) -> TuneSummary:
+         confirm: bool = True, trust_runners: Sequence[str] | None = None,
+         measure: MeasureConfig | None = None) -> TuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database.
 
     Args:
@@ -50,6 +52,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
         precision: ``fp32``, ``fp16`` or ``bf16``.
         confirm: re-time each task's finalists side by side at the end.
         trust_runners: reuse only records these runners timed (``local``, ``rpc:KEY``).
+        measure: builders, timeouts and repeats (``autotune.measure.config.MeasureConfig``).
 
     Returns:
         The job's ``TuneSummary`` (readable by key too, e.g. ``summary["job_id"]``).
@@ -59,11 +62,13 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     """
     from .jobs.tune import TuneOptions
     from .jobs.tune import tune as run
+    from .measure.config import MeasureConfig
     from .search.driver import SearchConfig
 
     options = TuneOptions(shapes, target, db, trials, time_budget_s, reuse, config or SearchConfig(), fusion,
                           tuple(manual), rpc, rpc_key, precision, confirm,
-                          tuple(trust_runners) if trust_runners is not None else None)
+                          tuple(trust_runners) if trust_runners is not None else None,
+                          measure or MeasureConfig())
     return run(model, options, progress)
 
 

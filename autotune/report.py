@@ -55,24 +55,27 @@ def breakdown_figure(rows: list[dict], job_id: int, top: int = 15):
 
 
 def study_figures(study) -> list:
-    """Optuna trial history and, with two or more finished trials, parameter importances."""
-    import optuna
+    """The Optuna study as Optuna users know it (``optuna.visualization.matplotlib``): the
+    optimization history, and with two or more distinct finished trials the parameter
+    importances, slice and parallel-coordinate plots."""
+    import warnings
 
-    plt = _pyplot()
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    _pyplot()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig, axis = plt.subplots(figsize=(11, 3.5))
-    axis.plot([t.number for t in done], [t.value for t in done], "o", label="trial p50")
-    best = [min(t.value for t in done[: i + 1]) for i in range(len(done))]
-    axis.step([t.number for t in done], best, where="post", label="best so far")
-    axis.set(xlabel="Optuna trial", ylabel="p50 latency (ms)", title=f"study {study.study_name}")
-    axis.legend()
-    figures = [fig]
+    plots = [optuna_plots.plot_optimization_history]
     if len(done) >= 2 and len({tuple(sorted(t.params.items())) for t in done}) >= 2:
-        importances = optuna.importance.get_param_importances(study)
-        fig, axis = plt.subplots(figsize=(6, 0.4 * len(importances) + 1.5))
-        axis.barh(list(importances), list(importances.values()))
-        axis.set(xlabel="importance (fANOVA)", title="graph knobs")
-        figures.append(fig)
+        plots += [optuna_plots.plot_param_importances, optuna_plots.plot_slice,
+                  optuna_plots.plot_parallel_coordinate]
+    figures = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for plot in plots:
+            axes = plot(study)
+            first = axes.flat[0] if hasattr(axes, "flat") else axes
+            figures.append(first.figure)
     return figures
 
 

@@ -36,7 +36,7 @@ def run_suite(quick: bool, report: Path, junit: Path, bert: str | None) -> int:
     env = {**os.environ, "AUTOTUNE_CHAOS_REPORT": str(report),
            **({"AUTOTUNE_REAL_BERT": str(Path(bert).resolve())} if bert else {})}
     command = [sys.executable, "-m", "pytest", "-q", "-m", marks, f"--junitxml={junit}", *SUITE]
-    return subprocess.run(command, cwd=ROOT, env=env).returncode
+    return subprocess.run(command, cwd=ROOT, env=env, stdout=sys.stderr).returncode  # stdout: the JSON
 
 
 def totals(report: Path) -> dict:

@@ -113,7 +113,7 @@ def test_workers_killed_mid_candidate_fail_only_their_trials(tmp_path, tiny_tran
     assert proc.returncode == 0, err[-2000:]
     summary = json.loads(out)
     assert len(records(db_path)) == summary["trials_measured"] == BUDGET + 40
-    chaos_record(f"kill -9 of a {role} worker", injected=killed, completed=1)
+    chaos_record(f"kill -9 of a worker ({role})", injected=killed, completed=1)
 
 
 def _environ(pid: int) -> str:

@@ -15,6 +15,7 @@ from autotune.store.schema import TuningRecordRow
 from autotune.search.budget import Budget
 from autotune.search.driver import search
 from autotune.targets.names import canonical, parse_target
+from autotune.errors import EnvironmentFault
 from autotune.frontend.tasks import Task
 
 from .faults import chaos_record
@@ -136,7 +137,7 @@ def test_a_worker_slow_to_start_never_answers_for_another_job(monkeypatch):
     import autotune.measure.workers as workers
 
     monkeypatch.setattr(workers, "STARTUP_TIMEOUT_S", 0.01)  # no worker can import TVM this fast
-    with pytest.raises(RuntimeError, match="do not start"):
+    with pytest.raises(EnvironmentFault, match="do not start"):
         workers.WorkerPool(1)
     monkeypatch.undo()
     pool = workers.WorkerPool(1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import resource
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..common.results import Result
+from ..common.results import OMIT_NONE, Result
 from ..errors import AutotuneError
-from .timing import BenchConfig, SystemStats, runs_of, summarize, time_in_turns, time_runs, turn_ratios
+from .timing import (BenchConfig, StreamStats, SystemStats, runs_of, summarize, time_in_turns, time_runs,
+                     time_streams, turn_ratios)
 
 PEERS = ("onnxruntime", "untuned")
 RESERVED = ("autotune", "onnxruntime", "untuned_tvm")  # the systems' names in a result
@@ -22,6 +24,8 @@ class BenchResult(Result):
     batch: int
     inputs: dict[str, list[int]]
     systems: dict[str, SystemStats]
+    peak_rss_mb: float = 0.0  # of the benchmark's process, every system included
+    streams: dict[str, StreamStats] | None = field(default=None, metadata=OMIT_NONE)
 
 
 def _others(so_path: str | Path, manifest, others: dict[str, Path]) -> dict:
@@ -83,5 +87,21 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
             stats.p50_vs_onnxruntime = stats.p50_ms / reference.p50_ms
             if name in turns and name != "onnxruntime":
                 stats.turns_vs_onnxruntime = turn_ratios(turns[name], turns["onnxruntime"])
+    streams = _streams(config, compiled, source, inputs, threads, batch, peers) if config.streams > 1 else None
     return BenchResult(artifact=str(so_path), threads=threads, batch=batch,
-                       inputs={s.name: list(s.shape) for s in specs}, systems=results)
+                       inputs={s.name: list(s.shape) for s in specs}, systems=results,
+                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, streams=streams)
+
+
+def _streams(config: BenchConfig, compiled, source: Path, inputs: dict, threads: int, batch: int,
+             peers: tuple[str, ...]) -> dict[str, StreamStats]:
+    """The artifact (a VM per stream) and ONNX Runtime (one session, as its users share one) under
+    ``config.streams`` concurrent requests, one after the other."""
+    from .peers import onnxruntime_runner
+
+    results = {"autotune": time_streams(lambda: (lambda: compiled(inputs)), config.streams,
+                                        config.stream_seconds, batch)}
+    if "onnxruntime" in peers:
+        shared = onnxruntime_runner(source, inputs, threads)
+        results["onnxruntime"] = time_streams(lambda: shared, config.streams, config.stream_seconds, batch)
+    return results

@@ -31,6 +31,8 @@ class BenchConfig:
     warmup: int = 10
     threads: int | None = None
     untuned_runs: int = 5
+    streams: int = 0  # >1: also time this many concurrent requests (``time_streams``)
+    stream_seconds: float = 10.0
 
 
 def time_runs(run: Callable[[], object], config: BenchConfig) -> list[float]:
@@ -106,8 +108,10 @@ def turn_ratios(turns: list[list[float]], reference: list[list[float]]) -> dict 
 
 @dataclass
 class SystemStats(Result):
-    """One system's runs: percentiles and mean in ms, throughput in inferences (runs × batch) per
-    second, and its ratios to ONNX Runtime when that ran too."""
+    """One system's runs, as ONNX Runtime's perf_test and OpenVINO's benchmark_app report them:
+    latency min/max/mean/std and percentiles (P50 = benchmark_app's median) in ms, and its
+    single-stream throughput (one request at a time: batch ÷ mean latency, inferences per second);
+    its ratios to ONNX Runtime when that ran too."""
 
     runs: int
     mean_ms: float
@@ -115,7 +119,11 @@ class SystemStats(Result):
     p90_ms: float
     p95_ms: float
     p99_ms: float
-    throughput_per_s: float
+    throughput_per_s: float  # single stream
+    min_ms: float = 0.0
+    max_ms: float = 0.0
+    std_ms: float = 0.0
+    p999_ms: float = 0.0
     p50_vs_onnxruntime: float | None = field(default=None, metadata=OMIT_NONE)
     turns_vs_onnxruntime: dict | None = field(default=None, metadata=OMIT_NONE)
 
@@ -125,4 +133,51 @@ def summarize(samples: list[float], batch: int) -> SystemStats:
     ms = np.asarray(samples) * 1e3
     percentiles = {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)}
     return SystemStats(runs=len(samples), mean_ms=float(ms.mean()), **percentiles,
-                       throughput_per_s=float(batch * len(samples) / max(float(np.sum(samples)), 1e-12)))
+                       throughput_per_s=float(batch * len(samples) / max(float(np.sum(samples)), 1e-12)),
+                       min_ms=float(ms.min()), max_ms=float(ms.max()), std_ms=float(ms.std()),
+                       p999_ms=float(np.percentile(ms, 99.9)))
+
+
+@dataclass
+class StreamStats(Result):
+    """Several requests at a time (benchmark_app's throughput mode, MLPerf's Offline): ``streams``
+    threads calling the model together for ``seconds``; throughput in inferences per second and
+    the latency each request saw."""
+
+    streams: int
+    runs: int
+    seconds: float
+    throughput_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+def time_streams(make_run: Callable[[], Callable[[], object]], streams: int, seconds: float,
+                 batch: int) -> StreamStats:
+    """``streams`` threads, each with its own ``make_run()``, calling it as fast as they can."""
+    import threading
+
+    calls = [make_run() for _ in range(streams)]
+    for run in calls:
+        run()  # warm: each stream's state is made before the clock starts
+    latencies: list[list[float]] = [[] for _ in calls]
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def stream(index: int) -> None:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            calls[index]()
+            latencies[index].append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    ms = np.asarray([s for per in latencies for s in per]) * 1e3
+    return StreamStats(streams=streams, runs=len(ms), seconds=round(elapsed, 3),
+                       throughput_per_s=float(batch * len(ms) / elapsed),
+                       **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)})

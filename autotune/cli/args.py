@@ -8,7 +8,8 @@ from pathlib import Path
 
 SHAPE_HELP = "freeze an input's shape, e.g. input_ids=1x128 (repeatable)"
 TARGET_HELP = "host (default), avx512, avx2, cuda, cuda-sm80/89/90, or a TVM target as JSON/tag"
-DB_HELP = "database URL (default: $AUTOTUNE_DB or sqlite:///tuning_logs/autotune.db)"
+DB_HELP = ("database URL, or a path to a SQLite file (default: $AUTOTUNE_DB or "
+           "sqlite:///tuning_logs/autotune.db)")
 
 
 def duration_arg(text: str) -> float:

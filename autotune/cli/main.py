@@ -1,7 +1,8 @@
 """autotune: tune Transformer inference on Apache TVM, compile deployable artifacts, benchmark them.
 
-Commands: tasks, tune, compile, study (tuning); bench, example, demo (artifacts); keygen, sign,
-verify (signed artifacts); history, report, db (the database); rpc (measuring elsewhere). Exit codes: 0 ok, 2 bad input or usage, 3 an
+Commands: tasks, tune, compile, study (tuning); run, bench, example, demo (artifacts); keygen, sign,
+verify (signed artifacts); history, report, db (the database); rpc (measuring elsewhere); config,
+completion (the command line itself). Exit codes: 0 ok, 2 bad input or usage, 3 an
 artifact failed validation, 4 the database or the environment failed (the job stays resumable),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -18,24 +20,72 @@ from ..common.results import plain
 from ..common.text import one_line
 from ..common.threads import default_tvm_threads, set_tvm_threads
 from ..errors import AutotuneError, EnvironmentFault, Interrupted
+from .completion import add_completion
+from .config import add_config, apply_defaults, find_config
 from .records import add_db, add_history, add_report
 from .rpc import add_rpc
+from .running import add_run
 from .serving import add_bench, add_demo, add_example
 from .signing import add_keygen, add_sign, add_verify
 from .tuning import add_compile, add_study, add_tasks, add_tune
 
-COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_bench, add_example, add_keygen, add_sign,
-            add_verify, add_history, add_report, add_db, add_rpc, add_demo)
+COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_run, add_bench, add_example, add_keygen,
+            add_sign, add_verify, add_history, add_report, add_db, add_rpc, add_demo, add_config,
+            add_completion)
+
+
+def _verbosity(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress lines, errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more detail on stderr (-vv: debugging)")
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands that also take the global ``-q``/``-v`` after their name."""
+
+    def add_parser(self, name, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        _verbosity(parser, argparse.SUPPRESS)  # unset here: the global value stands
+        return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="autotune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"autotune {version()}")
+    _verbosity(parser, None)
+    parser.register("action", "commands", _Commands)
+    sub = parser.add_subparsers(dest="command", required=True, action="commands")
     for add in COMMANDS:
         add(sub)
     return parser
+
+
+def version() -> str:
+    """autotune's version and the TVM it runs on, read without importing TVM."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from .. import __version__
+
+    try:
+        return f"{__version__} (apache-tvm {installed('apache-tvm')}, Python {sys.version.split()[0]})"
+    except PackageNotFoundError:
+        return __version__
+
+
+def _configure_logging(args) -> None:
+    """``-q``: errors only; default: warnings; ``-v``: progress detail; ``-vv``: debugging."""
+    level = (logging.ERROR if args.quiet else logging.DEBUG if (args.verbose or 0) > 1
+             else logging.INFO if args.verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("autotune: %(levelname)s: %(message)s"))
+    root = logging.getLogger("autotune")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
 
 
 def _set_threads(threads: int | None) -> None:
@@ -77,7 +127,14 @@ def _handle_stop_signals() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        apply_defaults(parser, find_config())
+    except AutotuneError as err:
+        print(f"autotune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    args = parser.parse_args(argv)
+    _configure_logging(args)
     _set_threads(getattr(args, "threads", None))
     previous = _handle_stop_signals()
     try:
@@ -85,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     except AutotuneError as err:
         print(f"autotune: error: {err}", file=sys.stderr)
         return err.exit_code
+    except ModuleNotFoundError as err:  # a loader-only install asked to tune or compile
+        print(f"autotune: error: this command needs the tuner's packages (missing {err.name}): "
+              "pip install 'autotune[tuner]'", file=sys.stderr)
+        return EnvironmentFault.exit_code
     except OSError as err:  # the environment: a full disk, a file that vanished, a permission
         print(f"autotune: error: {one_line(err)}", file=sys.stderr)
         return EnvironmentFault.exit_code

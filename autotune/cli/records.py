@@ -82,17 +82,37 @@ def add_report(sub) -> None:
     p.set_defaults(func=run_report)
 
 
-def run_db_upgrade(args) -> dict:
-    from ..store.engine import Store
+def run_db(args) -> dict:
+    from pathlib import Path
 
-    before, after = Store(args.db, check_schema=False).upgrade()
+    from ..store.engine import Store
+    from ..store.interchange import export_records, import_records
+
+    if args.action == "upgrade":
+        before, after = Store(args.db, check_schema=False).upgrade()
+        if not args.json:
+            print(f"database schema: revision {before or '(empty)'} → {after}")
+        return {"before": before, "after": after}
+    if not args.folder:
+        raise AutotuneError(f"db {args.action} needs the folder of the MetaSchedule database: "
+                            f"autotune db {args.action} DIR")
+    verb = export_records if args.action == "export" else import_records
+    done = verb(Store(args.db), Path(args.folder), *([args.target] if args.action == "export" else []))
     if not args.json:
-        print(f"database schema: revision {before or '(empty)'} → {after}")
-    return {"before": before, "after": after}
+        moved = "wrote" if args.action == "export" else "imported"
+        print(f"{moved} {done.records} records of {done.workloads} workloads ({args.folder})"
+              + (f"; {done.skipped} already held" if done.skipped else ""))
+    return done
 
 
 def add_db(sub) -> None:
-    p = sub.add_parser("db", help="database maintenance")
-    p.add_argument("action", choices=["upgrade"], help="upgrade: migrate the schema in place")
+    p = sub.add_parser("db", help="database maintenance: upgrade the schema, records to or from stock MetaSchedule")
+    p.add_argument("action", choices=["upgrade", "export", "import"],
+                   help="upgrade: migrate the schema in place; export/import: a stock MetaSchedule "
+                        "JSON database (database_workload.json + database_tuning_record.json) in DIR")
+    p.add_argument("folder", nargs="?", metavar="DIR")
+    p.add_argument("--format", choices=["metaschedule"], default="metaschedule",
+                   help="the interchange format (MetaSchedule's JSONDatabase)")
+    p.add_argument("--target", help="export: only targets whose canonical JSON contains this text")
     add_output_options(p)
-    p.set_defaults(func=run_db_upgrade)
+    p.set_defaults(func=run_db)

@@ -22,7 +22,8 @@ def run_bench(args):
     from ..bench.timing import BenchConfig
 
     config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
-                         threads=args.threads, untuned_runs=args.untuned_runs)
+                         threads=args.threads, untuned_runs=args.untuned_runs, streams=args.streams,
+                         stream_seconds=args.stream_duration)
     others = dict(args.other)
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
@@ -33,12 +34,19 @@ def run_bench(args):
 
 
 def print_bench(result) -> None:
-    """The systems of a ``BenchResult`` as a table."""
-    rows = [{"system": name, **stats.as_dict(),
+    """The systems of a ``BenchResult`` as tables: latency (ms) and single-stream throughput, then
+    the concurrent streams where they ran."""
+    rows = [{"system": name, **stats.as_dict(), "single_stream_per_s": stats.throughput_per_s,
              "per_turn_vs_onnxruntime": _turn_range(stats.turns_vs_onnxruntime)}
             for name, stats in result.systems.items()]
-    print(table(rows, ["system", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s",
-                       "p50_vs_onnxruntime", "per_turn_vs_onnxruntime"]))
+    print(table(rows, ["system", "runs", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms",
+                       "max_ms", "std_ms", "single_stream_per_s", "p50_vs_onnxruntime",
+                       "per_turn_vs_onnxruntime"]))
+    if result.streams:
+        print()
+        print(table([{"system": name, **s.as_dict()} for name, s in result.streams.items()],
+                    ["system", "streams", "runs", "throughput_per_s", "p50_ms", "p90_ms", "p99_ms"]))
+    print(f"\npeak RSS {result.peak_rss_mb:.0f} MB (the benchmark process, every system in it)")
 
 
 def _turn_range(ratios: dict | None) -> str:
@@ -62,6 +70,10 @@ def add_bench(sub) -> None:
     p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
                    help="another build of the same model and shapes (say, the one in production) "
                         "taking turns with the rest; repeatable")
+    p.add_argument("--streams", type=positive_int, default=1, metavar="N",
+                   help="also time N concurrent requests (a VM each; benchmark_app's throughput mode)")
+    p.add_argument("--stream-duration", type=duration_arg, default=10.0,
+                   help="how long the streams run (default 10s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_bench)
 

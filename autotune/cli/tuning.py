@@ -39,6 +39,25 @@ def add_tasks(sub) -> None:
     p.set_defaults(func=run_tasks)
 
 
+def measure_config(args):
+    """The measuring settings of ``tune``'s flags (tvmc's names), defaults where not given."""
+    from ..measure.config import MeasureConfig
+
+    given = {"build_workers": args.builders, "build_timeout_s": args.build_timeout,
+             "run_timeout_s": args.run_timeout, "number": args.number, "repeat": args.repeat,
+             "min_repeat_ms": args.min_repeat_ms}
+    return MeasureConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def add_measure_options(p) -> None:
+    p.add_argument("--builders", type=positive_int, help="build workers (default 2)")
+    p.add_argument("--build-timeout", type=duration_arg, help="per candidate build (default 60s)")
+    p.add_argument("--run-timeout", type=duration_arg, help="per candidate run (default 10s)")
+    p.add_argument("--number", type=positive_int, help="runs per timed repeat (default 1)")
+    p.add_argument("--repeat", type=positive_int, help="timed repeats; the median is kept (default 9)")
+    p.add_argument("--min-repeat-ms", type=positive_int, help="shortest repeat in ms (default 1)")
+
+
 def run_tune(args):
     from ..jobs.tune import TuneOptions, tune
     from ..search.driver import SearchConfig
@@ -51,7 +70,7 @@ def run_tune(args):
                           reuse=not args.no_reuse, config=SearchConfig(trials_per_round=args.trials_per_round),
                           fusion=args.fusion, manual=manual, rpc=args.rpc, rpc_key=args.rpc_key,
                           precision=args.precision, confirm=not args.no_confirm,
-                          trust_runners=args.trust_runners)
+                          trust_runners=args.trust_runners, measure=measure_config(args))
     summary = tune(args.model, options, None if args.quiet else print_progress)
     if not args.json:
         if summary.manual_schedules:
@@ -72,15 +91,16 @@ def add_tune(sub) -> None:
                    help="search tasks even when the database has records from other jobs")
     p.add_argument("--no-confirm", action="store_true",
                    help="skip re-timing each task's finalists inside the model at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--space", help="search space YAML: budget, manual schedules (flags win)")
     p.add_argument("--manual", action="append", help="a manual schedule module (repeatable)")
     p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
     p.add_argument("--trials-per-round", type=positive_int, help="search round size (default: from budget)")
-    p.add_argument("--rpc", metavar="HOST:PORT", help="time candidates on RPC servers at this tracker")
+    p.add_argument("--rpc", "--rpc-tracker", dest="rpc", metavar="HOST:PORT",
+                   help="time candidates on RPC servers at this tracker (tvmc's --rpc-tracker)")
     p.add_argument("--rpc-key", metavar="KEY", help="the key the RPC servers registered under")
     p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
                    help="reuse only records these runners timed: local, rpc:KEY (comma-separated)")
+    add_measure_options(p)
     add_precision(p)
     p.set_defaults(func=run_tune)
 
@@ -161,5 +181,4 @@ def add_study(sub) -> None:
     p.add_argument("--space", required=True, help="search space YAML with 'graph' knobs")
     p.add_argument("--trials", type=positive_int, help="finished trials wanted (default: the space's)")
     p.add_argument("-o", "--output", required=True, help="where to compile the best configuration")
-    p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_study)

@@ -14,6 +14,7 @@ class Provenance(str, Enum):
     DEFAULT = "default"  # the unscheduled loop nest
     MANUAL = "manual"  # a hand schedule (name, file, sha256 in ``source``)
     CONFIRM = "confirm"  # a finalist's re-timing that won (the contenders in ``source``); not a trial
+    IMPORTED = "imported"  # brought in from a stock MetaSchedule JSON database (``store.interchange``)
 
     def __str__(self) -> str:
         return self.value

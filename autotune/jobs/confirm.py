@@ -28,7 +28,7 @@ from ..store.selection import Selection
 from .prepare import Prepared
 
 # Provenances take finalist places in turn; the naive nest comes after them all.
-PROVENANCES = (Provenance.MANUAL, Provenance.HEURISTIC, Provenance.SEARCH)
+PROVENANCES = (Provenance.MANUAL, Provenance.HEURISTIC, Provenance.SEARCH, Provenance.IMPORTED)
 ISOLATED = (4, 3)  # finalists and rounds when re-timed alone (remote or GPU)
 IN_PLACE = (3, 8, 3)  # finalists, rounds and inferences per round when timed inside the model
 IN_PLACE_TIMEOUT_S = 1800.0

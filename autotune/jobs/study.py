@@ -27,11 +27,16 @@ P50_RUNS = 30  # runs that a trial's p50 latency is the median of
 
 
 def _storage(db_url: str):
-    import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    """Optuna's RDB storage on the same URL, a dead worker's trial retried once (heartbeats)."""
+    import warnings
 
-    return optuna.storages.RDBStorage(db_url, heartbeat_interval=60, grace_period=180,
-                                      heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and its only way
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(db_url, heartbeat_interval=60, grace_period=180,
+                                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
 
 
 def study_name(model: Path, space: SearchSpace) -> str:

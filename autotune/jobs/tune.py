@@ -7,6 +7,7 @@ re-timing each task's finalists (``confirm``). Every measurement is committed as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from ..common.records import estimated_latency_ms
 from ..common.results import Result
 from ..errors import AutotuneError
 from ..frontend.tasks import Task
+from ..measure.config import MeasureConfig
 from ..search.budget import Budget
 from ..search.driver import SearchConfig, SearchResult, search
 from ..store import jobs as job_rows
@@ -55,6 +57,7 @@ class TuneOptions:
     precision: str = "fp32"
     confirm: bool = True  # re-time each task's finalists at the end
     trust_runners: Sequence[str] | None = None  # reuse only records these runners timed
+    measure: MeasureConfig = MeasureConfig()  # builders, timeouts, repeats (threads: the target's)
 
 
 @dataclass
@@ -96,12 +99,14 @@ def resume_key(prepared: Prepared, budget: Budget, settings: list) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _open(store: Store, prepared: Prepared, budget: Budget, settings: list) -> tuple[int, bool]:
+def _open(store: Store, prepared: Prepared, budget: Budget, settings: list, measure: MeasureConfig
+          ) -> tuple[int, bool]:
     model = prepared.model
     model_id = job_rows.model_id(store, model.name, model.sha256, model.input_shapes())
     target_id = store.target_id(canonical(prepared.target), " ".join(sorted(host_cpu_flags())))
     return job_rows.open_job(store, resume_key(prepared, budget, settings), model_id, target_id,
-                             budget.trials, budget.seconds, _versions(), job_rows.Holder.this_process())
+                             budget.trials, budget.seconds, _versions(), job_rows.Holder.this_process(),
+                             measure.settings())
 
 
 class _Heartbeat:
@@ -152,7 +157,7 @@ def _start(prepared: Prepared, options: TuneOptions, budget: Budget, settings: l
     from ..store.metaschedule import JobContext, SqlDatabase
 
     store = Store(options.db)
-    job_id, resumed = _open(store, prepared, budget, settings)
+    job_id, resumed = _open(store, prepared, budget, settings, options.measure)
     spent_trials, spent_seconds = job_rows.job_spent(store, job_id)
     started = time.monotonic()
     runners = frozenset(options.trust_runners) if options.trust_runners is not None else None
@@ -168,7 +173,6 @@ def _start(prepared: Prepared, options: TuneOptions, budget: Budget, settings: l
 def _run(job: _Job, schedules: list, options: TuneOptions, budget: Budget, remote,
          progress: ProgressFn | None) -> tuple[SearchResult, list, list[Confirmation]]:
     """Hand schedules (unless resumed), the search, the confirmation, on one set of workers."""
-    from ..measure.config import MeasureConfig
     from ..measure.measurer import Measurer
     from ..search.fixed import measure_manual
 
@@ -180,16 +184,22 @@ def _run(job: _Job, schedules: list, options: TuneOptions, budget: Budget, remot
             progress(event)
     manual = []
     threads = int(prepared.target.attrs.get("num-cores", 0)) or None  # None: every core
-    with Measurer(MeasureConfig(threads=threads), remote) as measurer:
+    with Measurer(dataclasses.replace(options.measure, threads=threads), remote) as measurer:
         if schedules and not job.resumed:
             manual = measure_manual(prepared.tasks, schedules, job.database, measurer)
             _report_manual_failures(manual, progress)
         to_tune = [t for t in prepared.tasks if t.name not in job.satisfied]
-        result = search(to_tune, job.database, measurer, budget, options.config, on_round,
-                        already_measured=job.spent_trials + len(manual),
-                        already_seconds=job.spent_seconds, fixed_for=prepared.tasks)
-        started = time.monotonic()
-        confirmed = confirm_finalists(prepared, job.database, measurer, progress) if options.confirm else []
+        try:
+            result = search(to_tune, job.database, measurer, budget, options.config, on_round,
+                            already_measured=job.spent_trials + len(manual),
+                            already_seconds=job.spent_seconds, fixed_for=prepared.tasks)
+            started = time.monotonic()
+            confirmed = confirm_finalists(prepared, job.database, measurer, progress) if options.confirm else []
+        except Exception:  # what TVM rewrapped may be a fault of the database or the workers
+            fault = job.store.last_fault or measurer.fault
+            if fault is None:
+                raise
+            raise fault from None
         result.time_split["confirm"] = round(time.monotonic() - started, 2)
     return result, manual, confirmed
 
@@ -218,6 +228,8 @@ def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: Prog
     settings = [options.fusion, options.config.trials_per_round, sorted(s.source_sha256 for s in schedules)]
     if options.precision != "fp32":  # fp32 jobs keep their resume keys
         settings.append(options.precision)
+    if options.measure != MeasureConfig():  # measured otherwise: another job (defaults keep their keys)
+        settings.append(options.measure.settings())
     job = _start(prepared, options, budget, settings)
     try:
         with _Heartbeat(job.store, job.job_id):

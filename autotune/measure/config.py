@@ -25,7 +25,14 @@ class MeasureConfig:
     build_workers: int = 2
     build_timeout_s: float = 60.0
     run_timeout_s: float = 10.0
+    number: int = 1  # runs per repeat (TVM raises it to fill min_repeat_ms)
     repeat: int = 9
     min_repeat_ms: int = 1
     threads: int | None = None  # TVM threads when timing; None: every core
     memory_limit_mb: int | None = None  # a worker's address space; None: ``default_memory_limit_mb``
+
+    def settings(self) -> dict:
+        """The settings a job records (those that change what a measurement means)."""
+        return {"builders": self.build_workers, "build_timeout_s": self.build_timeout_s,
+                "run_timeout_s": self.run_timeout_s, "number": self.number, "repeat": self.repeat,
+                "min_repeat_ms": self.min_repeat_ms}

@@ -57,7 +57,7 @@ def make_runner(pool: WorkerPool, config: MeasureConfig):
 
         def run(self, runner_inputs):
             jobs = [(inp.artifact_path, [a.as_json() for a in inp.args_info], inp.device_type,
-                     config.repeat, config.min_repeat_ms) for inp in runner_inputs]
+                     config.number, config.repeat, config.min_repeat_ms) for inp in runner_inputs]
             results = pool.map("run", jobs, config.run_timeout_s)
             return [LocalRunnerFuture(res=r.value, error_message=None) if r.error is None
                     else LocalRunnerFuture(res=None, error_message=f"run failed: {r.error}")
@@ -105,6 +105,11 @@ class Measurer:
         if result.error is not None:
             raise AutotuneError(f"timing kernels in place failed: {result.error}")
         return result.value
+
+    @property
+    def fault(self):
+        """Why the workers could not go on (an ``EnvironmentFault``), if that happened."""
+        return self._build_pool.fault or getattr(self._run_side, "fault", None)
 
     def seconds(self) -> dict[str, float]:
         """Wall time spent building and running candidates so far."""

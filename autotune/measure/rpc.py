@@ -176,7 +176,7 @@ def make_rpc_runner(target: RpcTarget, config: MeasureConfig):
     rpc_runner = ms.runner.RPCRunner(
         rpc_config=ms.runner.RPCConfig(target.host, target.port, target.key,
                                        session_timeout_sec=config.run_timeout_s),
-        evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=config.repeat,
+        evaluator_config=ms.runner.EvaluatorConfig(number=config.number, repeat=config.repeat,
                                                    min_repeat_ms=config.min_repeat_ms),
         f_alloc_argument=alloc_arguments, max_workers=count_servers(target))
 

@@ -45,7 +45,7 @@ def build(mod_json: str, target_json: str) -> str:
     return path
 
 
-def run(artifact_path: str, args_info: list, device_type: str, repeat: int,
+def run(artifact_path: str, args_info: list, device_type: str, number: int, repeat: int,
         min_repeat_ms: int) -> list[float]:
     """Time one built candidate on random inputs; returns ``[median seconds]``."""
     import tvm
@@ -54,7 +54,7 @@ def run(artifact_path: str, args_info: list, device_type: str, repeat: int,
     device = tvm.runtime.device(device_type, 0)
     args = [candidate_argument(info, device) for info in args_info]
     _warm_up(rt_mod[rt_mod.entry_name], args, device)
-    evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=1, repeat=repeat,
+    evaluator = rt_mod.time_evaluator(rt_mod.entry_name, device, number=number, repeat=repeat,
                                       min_repeat_ms=min_repeat_ms)
     device.sync()
     return [float(statistics.median(evaluator(*args).results))]

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from ..errors import EnvironmentFault
+
 STARTUP_TIMEOUT_S = 120.0  # a fresh worker imports TVM before it answers
 MEMORY_ENV = "AUTOTUNE_WORKER_MEMORY_MB"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -137,6 +139,7 @@ class WorkerPool:
 
     def __init__(self, size: int, env: dict[str, str] | None = None):
         self._env = env
+        self.fault: EnvironmentFault | None = None  # kept: TVM rewraps what a builder or runner raises
         self._workers = [self._started() for _ in range(max(1, size))]
         self.busy_seconds = 0.0  # wall time spent inside ``map``, start-up excluded
 
@@ -147,7 +150,10 @@ class WorkerPool:
             if worker.ready(STARTUP_TIMEOUT_S):
                 return worker
             worker.kill()
-        raise RuntimeError(f"measurement workers do not start (no answer in {STARTUP_TIMEOUT_S:.0f} s)")
+        self.fault = EnvironmentFault(f"measurement workers do not start (no answer in {STARTUP_TIMEOUT_S:.0f} s "
+                                      "twice): is the host out of memory or processes? Rerun the same "
+                                      "command to resume")
+        raise self.fault
 
     @property
     def size(self) -> int:

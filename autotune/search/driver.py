@@ -105,8 +105,9 @@ class _Search:
             except AutotuneError:
                 raise
             except Exception as err:  # noqa: BLE001 - a TVM bug in one task's design space
-                if self.database.store.last_fault is not None:  # the database failed, rewrapped by TVM
-                    raise self.database.store.last_fault from None
+                fault = self.database.store.last_fault or self.measurer.fault
+                if fault is not None:  # the database or the workers failed, rewrapped by TVM
+                    raise fault from None
                 p.search_error = first_line(err)
                 logger.warning("task %s cannot be searched, it keeps its default schedules: %s",
                                p.task.name, p.search_error)

@@ -61,8 +61,10 @@ def advice(err: DBAPIError) -> str:
 
 
 def resolve_db_url(url: str | None) -> str:
-    """The URL to use: the flag, else ``AUTOTUNE_DB``, else the embedded SQLite file."""
-    return url or os.environ.get("AUTOTUNE_DB") or DEFAULT_DB_URL
+    """The URL to use: the flag, else ``AUTOTUNE_DB``, else the embedded SQLite file; a bare path
+    (no ``scheme://``) names a SQLite file."""
+    chosen = url or os.environ.get("AUTOTUNE_DB") or DEFAULT_DB_URL
+    return chosen if "://" in chosen else f"sqlite:///{Path(chosen).expanduser().resolve()}"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

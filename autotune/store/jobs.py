@@ -80,7 +80,8 @@ def _take_lease(session, job: Job, holder: Holder) -> bool:
 
 
 def open_job(store: Store, resume_key: str, model: int, target: int, budget_trials: int | None,
-             budget_seconds: float | None, versions: dict, holder: Holder) -> tuple[int, bool]:
+             budget_seconds: float | None, versions: dict, holder: Holder, settings: dict | None = None
+             ) -> tuple[int, bool]:
     """The unfinished job with ``resume_key`` (resumed), or a new one, its lease taken by
     ``holder``; returns (id, resumed). A job whose lease another live process holds is refused
     (``JobRunning``); one whose holder stopped renewing it (died) is taken over."""
@@ -93,7 +94,8 @@ def open_job(store: Store, resume_key: str, model: int, target: int, budget_tria
             return job.id, True
         job = Job(model_id=model, target_id=target, resume_key=resume_key, status="running",
                   budget_trials=budget_trials, budget_seconds=budget_seconds, host=holder.host,
-                  versions=versions, lease_pid=holder.pid, lease_host=holder.host, heartbeat_at=utcnow())
+                  versions=versions, settings=settings, lease_pid=holder.pid, lease_host=holder.host,
+                  heartbeat_at=utcnow())
         session.add(job)
         session.flush()
         return job.id, False

@@ -75,6 +75,7 @@ class Job(Base):
     lease_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lease_host: Mapped[str | None] = mapped_column(String(256), nullable=True)
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    settings: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # how it measured (builders, repeats…)
     __table_args__ = (Index("uq_jobs_unfinished_command", "resume_key", unique=True,
                             sqlite_where=text(UNFINISHED), postgresql_where=text(UNFINISHED)),)
 
