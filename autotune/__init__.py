@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common.version import __version__
 from .errors import AutotuneError, ValidationFailed
 from .runtime import CompiledModel, load
 from .schedules import manual
@@ -22,9 +23,8 @@ if TYPE_CHECKING:
     from .measure.config import MeasureConfig
     from .search.driver import SearchConfig
 
-__all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "bench", "compile", "load", "manual",
-           "tune"]
-__version__ = "0.1.0"
+__all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "__version__", "bench", "compile", "load",
+           "manual", "tune"]
 
 
 def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target="host",

@@ -79,6 +79,55 @@ def study_figures(study) -> list:
     return figures
 
 
+ROOFLINE_NAMED = 6  # kernels with most headroom, numbered on the roofline and named in its legend
+
+
+def roofline_figure(profile):
+    """Each kernel as a point (arithmetic intensity, GFLOP/s) under this host's two roofs."""
+    import numpy as np
+
+    peaks = profile.peaks
+    kernels = [k for k in profile.kernels if k.bound != "runtime" and k.mflop > 0 and k.kbytes > 0]
+    fig, axis = _pyplot().subplots(figsize=(9, 5.5))
+    lowest = min([k.mflop * 1e3 / k.kbytes for k in kernels] + [peaks.ridge / 100])
+    intensity = np.logspace(np.log10(lowest / 2), np.log10(max(peaks.ridge * 20, 1.0)), 200)
+    axis.plot(intensity, np.minimum(peaks.fma_gflops, intensity * peaks.bandwidth_gbs), color="black",
+              label=f"roofs: {peaks.fma_gflops:.0f} GFLOP/s fp32 FMA, {peaks.bandwidth_gbs:.0f} GB/s")
+    for rank, kernel in enumerate(kernels, 1):  # most headroom first: the first few are numbered
+        x = kernel.mflop * 1e3 / kernel.kbytes
+        named = rank <= ROOFLINE_NAMED
+        axis.scatter(x, kernel.gflops, s=20 + 400 * kernel.share_of_latency, alpha=0.6,
+                     label=f"{rank}. {kernel.kernel[:48]}" if named else None)
+        if named:
+            axis.annotate(str(rank), (x, kernel.gflops), fontsize=8, xytext=(4, 4 * rank), textcoords="offset points")
+    axis.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte)", ylabel="GFLOP/s",
+             title=f"{Path(profile.artifact).name}: kernels in place (size: share of latency)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.grid(alpha=0.3, which="both")
+    return fig
+
+
+def headroom_figure(profile, top: int = 20):
+    """Horizontal bars: each kernel's headroom (its time above the nearer roof), most first."""
+    rows = [k for k in profile.kernels if k.bound != "runtime"][:top][::-1]
+    fig, axis = _pyplot().subplots(figsize=(10, 0.32 * len(rows) + 1.6))
+    axis.barh(range(len(rows)), [k.headroom_us for k in rows], color=["tab:red" if k.bound == "compute"
+                                                                      else "tab:blue" for k in rows])
+    axis.set_yticks(range(len(rows)), [f"{k.kernel[:40]} ({k.bound})" for k in rows], fontsize=7)
+    axis.set(xlabel="headroom per inference (µs): time above the nearer roof",
+             title=f"where an expert's day goes furthest (wall p50 {profile.wall_p50_ms:.3f} ms)")
+    return fig
+
+
+def plot_profile(profile, prefix: str | Path) -> list[Path]:
+    """``PREFIX_roofline.png`` and ``PREFIX_headroom.png`` of a profile."""
+    paths = [Path(f"{prefix}_roofline.png"), Path(f"{prefix}_headroom.png")]
+    for path, figure in zip(paths, (roofline_figure(profile), headroom_figure(profile))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(figure, path)
+    return paths
+
+
 def plot_curve(points: list[dict], job_id: int, output: str | Path) -> Path:
     """Write the curve figure as PNG."""
     output = Path(output)

@@ -7,7 +7,8 @@ this CPU's fp32 peak, and each system's p50 as GFLOP/s and as a share of the pea
 measured here, on the report's thread count:
 
 * ``fma``: independent FMA chains in vector registers on every thread (AVX-512 where the CPU has
-  it, else AVX2), a C loop built with the system's C compiler: no kernel can beat it;
+  it, else AVX2), a C loop built with the system's C compiler (``autotune.bench.peaks``): no
+  kernel can beat it;
 * ``sgemm``: numpy's BLAS on a 2048² fp32 matmul: what a tuned library reaches.
 
     python scripts/roofline.py tuning_logs/bench_models/report.json
@@ -18,74 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-FMA_LOOP = r"""
-#include <immintrin.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#ifdef __AVX512F__
-typedef __m512 vec;
-#define LANES 16
-#define FMA _mm512_fmadd_ps
-#define SET _mm512_set1_ps
-#else
-typedef __m256 vec;
-#define LANES 8
-#define FMA _mm256_fmadd_ps
-#define SET _mm256_set1_ps
-#endif
-#define CHAINS 12
-#define STEPS 50000000L
-static void *chains(void *out) {
-    vec acc[CHAINS], scale = SET(1.0000001f), shift = SET(1e-9f);
-    for (int i = 0; i < CHAINS; i++) acc[i] = SET((float)i);
-    for (long step = 0; step < STEPS; step++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < CHAINS; i++) acc[i] = FMA(acc[i], scale, shift);
-    }
-    float sum = 0.0f, lanes[LANES];
-    for (int i = 0; i < CHAINS; i++) {
-        memcpy(lanes, &acc[i], sizeof(lanes));
-        sum += lanes[0];
-    }
-    *(float *)out = sum;
-    return NULL;
-}
-int main(int argc, char **argv) {
-    int threads = atoi(argv[1]);
-    pthread_t ids[256];
-    float sums[256];
-    struct timespec start, end;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (int t = 0; t < threads; t++) pthread_create(&ids[t], NULL, chains, &sums[t]);
-    for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    double seconds = (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) * 1e-9;
-    printf("%.3f %d\n", threads * (double)STEPS * CHAINS * LANES * 2 / seconds / 1e9, LANES);
-    return 0;
-}
-"""
-
-
-def fma_peak(threads: int) -> dict:
-    """GFLOP/s of independent vector FMA chains on ``threads`` threads (C, built here)."""
-    from autotune.targets.host import host_cpu_flags
-
-    isa = ["-mavx512f"] if "avx512f" in host_cpu_flags() else ["-mavx2", "-mfma"]
-    with tempfile.TemporaryDirectory() as folder:
-        source, binary = Path(folder) / "fma.c", Path(folder) / "fma"
-        source.write_text(FMA_LOOP)
-        subprocess.run(["cc", "-O3", *isa, str(source), "-o", str(binary), "-lpthread"], check=True)
-        gflops, lanes = subprocess.run([str(binary), str(threads)], check=True, capture_output=True,
-                                       text=True).stdout.split()
-    return {"gflops": round(float(gflops), 1), "lanes": int(lanes)}
+from autotune.bench.peaks import fma_peak
 
 
 def sgemm_peak(size: int = 2048, repeats: int = 10) -> dict:
@@ -140,7 +77,7 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    peaks = {"threads": threads, "fma": fma_peak(threads), "sgemm": sgemm_peak()}
+    peaks = {"threads": threads, "fma": {"gflops": fma_peak(threads)}, "sgemm": sgemm_peak()}
     configs = []
     for name, results in report["models"].items():
         model = model_path(name, args.out_dir, args.exported_dir)

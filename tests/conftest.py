@@ -47,13 +47,9 @@ def tuned(tmp_path_factory, tiny_translation) -> dict:
 
 def copy_database(db_url: str, path: Path) -> str:
     """A copy of a SQLite database (so a test may change it); the copy's URL."""
-    import sqlite3
-    from contextlib import closing
+    from autotune.store.engine import copy_sqlite
 
-    with closing(sqlite3.connect(db_url.removeprefix("sqlite:///"))) as source, \
-            closing(sqlite3.connect(path)) as target:
-        source.backup(target)
-    return f"sqlite:///{path}"
+    return copy_sqlite(db_url, path)
 
 
 def run_env() -> dict:

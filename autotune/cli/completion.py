@@ -40,9 +40,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 
 def run_completion(args) -> dict:
-    from .main import build_parser
-
-    text = script(build_parser(), args.shell)
+    text = script(args.parser, args.shell)
     print(text, end="")
     return {"shell": args.shell}
 

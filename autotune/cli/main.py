@@ -1,10 +1,11 @@
 """autotune: tune Transformer inference on Apache TVM, compile deployable artifacts, benchmark them.
 
-Commands: tasks, tune, compile, study (tuning); run, bench, example, demo (artifacts); keygen, sign,
-verify (signed artifacts); history, report, db (the database); rpc (measuring elsewhere); config,
-completion (the command line itself). Exit codes: 0 ok, 2 bad input or usage, 3 an
-artifact failed validation, 4 the database or the environment failed (the job stays resumable),
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+Commands: tasks, tune, compile, study (tuning); run, bench, example, demo (artifacts); profile,
+manual (the expert's hooks); keygen, sign, verify (signed artifacts); history, report, db (the
+database); rpc (measuring elsewhere); config, completion (the command line itself).
+
+Exit codes: 0 ok, 2 bad input or usage, 3 an artifact failed validation, 4 the database or the
+environment failed (the job stays resumable), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..common.threads import default_tvm_threads, set_tvm_threads
 from ..errors import AutotuneError, EnvironmentFault, Interrupted
 from .completion import add_completion
 from .config import add_config, apply_defaults, find_config
+from .expert import add_manual, add_profile
 from .records import add_db, add_history, add_report
 from .rpc import add_rpc
 from .running import add_run
@@ -29,9 +31,9 @@ from .serving import add_bench, add_demo, add_example
 from .signing import add_keygen, add_sign, add_verify
 from .tuning import add_compile, add_study, add_tasks, add_tune
 
-COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_run, add_bench, add_example, add_keygen,
-            add_sign, add_verify, add_history, add_report, add_db, add_rpc, add_demo, add_config,
-            add_completion)
+COMMANDS = (add_tasks, add_tune, add_compile, add_study, add_run, add_bench, add_profile, add_manual,
+            add_example, add_keygen, add_sign, add_verify, add_history, add_report, add_db, add_rpc,
+            add_demo, add_config, add_completion)
 
 
 def _verbosity(parser: argparse.ArgumentParser, default) -> None:
@@ -68,7 +70,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
-    from .. import __version__
+    from ..common.version import __version__
 
     try:
         return f"{__version__} (apache-tvm {installed('apache-tvm')}, Python {sys.version.split()[0]})"
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autotune: error: {err}", file=sys.stderr)
         return err.exit_code
     args = parser.parse_args(argv)
+    args.parser = parser  # ``completion`` describes it
     _configure_logging(args)
     _set_threads(getattr(args, "threads", None))
     previous = _handle_stop_signals()

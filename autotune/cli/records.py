@@ -7,7 +7,7 @@ from .args import add_output_options, parse_since, positive_int, table
 
 HISTORY_COLUMNS = {
     "jobs": ["job_id", "model", "target", "status", "trials", "failures", "tuning_seconds", "started_at"],
-    "best": ["task", "target", "latency_ms", "provenance", "record_id", "job_id", "records_measured"],
+    "best": ["task", "target", "latency_ms", "provenance", "origin", "record_id", "job_id", "records_measured"],
     "curve": ["trial", "seconds", "estimated_latency_ms"],
     "compare": ["job_id", "target", "status", "trials", "tuning_seconds", "estimated_latency_ms"],
     "artifacts": ["artifact_id", "path", "sha256", "model", "target", "job_ids", "record_ids"],

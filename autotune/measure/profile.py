@@ -35,6 +35,7 @@ class KernelTimer:
         self.per_round: dict[str, list[float]] = defaultdict(list)
         self.calls: dict[str, int] = {}
         self.wall: list[float] = []
+        self.instrumented_wall: list[float] = []
 
     def round(self, inferences: int) -> None:
         """``inferences`` timed inferences run plainly (wall time), then as many instrumented."""
@@ -56,8 +57,10 @@ class KernelTimer:
 
         self.vm.set_instrument(instrument)
         for _ in range(inferences):
+            started = time.perf_counter()
             self.vm["main"](*self.args)
-        self.vm.set_instrument(lambda *_: 0)
+            self.instrumented_wall.append(time.perf_counter() - started)
+        self.vm.set_instrument(None)  # any callback left set slows every later plain inference
         for name, seconds in totals.items():
             self.per_round[name].append(seconds / inferences)
             self.calls[name] = calls[name] // inferences
@@ -65,6 +68,7 @@ class KernelTimer:
     def reset(self) -> None:
         self.per_round.clear()
         self.wall.clear()
+        self.instrumented_wall.clear()
 
 
 def profile_in_turns(paths: list[str], inputs: list[np.ndarray], rounds: int, inferences: int

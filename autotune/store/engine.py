@@ -67,6 +67,16 @@ def resolve_db_url(url: str | None) -> str:
     return chosen if "://" in chosen else f"sqlite:///{Path(chosen).expanduser().resolve()}"
 
 
+def copy_sqlite(url: str, path: str | Path) -> str:
+    """A consistent copy of the SQLite database at ``url`` (its WAL included) at ``path``; its URL."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(resolve_db_url(url).removeprefix("sqlite:///"))) as source, \
+            contextlib.closing(sqlite3.connect(path)) as target:
+        source.backup(target)
+    return f"sqlite:///{path}"
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     """WAL (readers never wait for the writer), where the file can be written: on a read-only
     file or mount the database stays in its journal mode and read-only commands still work."""
@@ -213,13 +223,15 @@ class Store:
             where.append(TuningRecordRow.target_id == target_id)
         def work(session: Session) -> tuple[list, dict]:
             rows = session.execute(select(*columns).where(*where)).all()
-            names = dict(session.execute(select(TuningRecordRow.id, TuningRecordRow.source).where(
-                *where, TuningRecordRow.provenance == str(Provenance.MANUAL))).all())
-            return rows, names
-        rows, names = self.read(work)
+            sources = dict(session.execute(select(TuningRecordRow.id, TuningRecordRow.source).where(
+                *where, TuningRecordRow.provenance.in_([str(Provenance.MANUAL), str(Provenance.CONFIRM)]))).all())
+            return rows, sources
+        rows, sources = self.read(work)
         grouped: dict[int, list[RecordSummary]] = {}
         for row in rows:
-            name = (names.get(row[0]) or {}).get("name")
-            grouped.setdefault(row[1], []).append(RecordSummary(*row, manual_name=name))
+            source = sources.get(row[0]) or {}
+            origin = (f"{source['provenance']} #{source['record_id']}" if row[3] == Provenance.CONFIRM
+                      and "record_id" in source else None)
+            grouped.setdefault(row[1], []).append(RecordSummary(*row, manual_name=source.get("name"), origin=origin))
         return grouped
 

@@ -88,7 +88,8 @@ def best(store: Store, model: str | None = None, target: str | None = None,
         pick, measured = chosen[(workload_id, target_id)]
         rows.append({"task": task, "workload_id": workload_id, "target": _target_label(canonical),
                      "latency_ms": pick.latency_s * 1e3, "provenance": pick.provenance,
-                     "record_id": pick.id, "job_id": pick.job_id, "records_measured": measured,
+                     "origin": pick.origin or pick.manual_name or "", "record_id": pick.id,
+                     "job_id": pick.job_id, "records_measured": measured,
                      "measured_at": pick.measured_at.isoformat()})
     return sorted(rows, key=lambda r: -r["latency_ms"])
 

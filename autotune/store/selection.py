@@ -21,6 +21,7 @@ class RecordSummary:
     measured_at: dt.datetime
     runner: str | None = None  # who timed it: local:HOST, rpc:KEY@HOST:PORT (None: before runners were kept)
     manual_name: str | None = None  # the hand schedule's name, for manual records
+    origin: str | None = None  # for a confirmation: the provenance and id of the record it re-timed
 
 
 @dataclass(frozen=True)
