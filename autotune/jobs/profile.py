@@ -5,9 +5,9 @@ two roofs measured on this host (``bench.peaks``): the fp32 FMA peak and the mem
 FLOPs and bytes are what its TIR says (each buffer it reads or writes once: weights, activations
 in and out). A kernel's floor is the time it would take at the nearer roof, ``max(FLOPs ÷ peak,
 bytes ÷ bandwidth)``; its headroom is its time minus that floor, the most an expert could win on it.
-VM builtins (shape checks, allocations) have no roof: all their time is overhead. The instrument
-costs a few microseconds a call (``instrument_us_per_call``, measured), part of it inside each
-kernel's time: where kernels last only microseconds the ranking holds but the times overstate.
+VM builtins (shape checks, allocations) have no roof: all their time is overhead. What timing
+every call costs is measured too (``instrument_us_per_call``: the instrumented inference against
+the plain one, per call).
 """
 
 from __future__ import annotations
