@@ -33,12 +33,14 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
          rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
          confirm: bool = True, trust_runners: Sequence[str] | None = None,
-         measure: MeasureConfig | None = None) -> TuneSummary:
+         measure: MeasureConfig | None = None, tune_shapes: str | None = None) -> TuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database.
 
     Args:
         model: the ONNX file.
-        shapes: a frozen shape per input with dynamic dims, e.g. ``{"input_ids": (1, 128)}``.
+        shapes: a frozen shape per input with dynamic dims, e.g. ``{"input_ids": (1, 128)}``, or
+            a range per dim, ``{"input_ids": ((1, 8), (1, 128))}`` or ``{"input_ids": "1..8x1..128"}``
+            (inputs sharing a dim in the model share it).
         target: ``host``, ``avx512``, ``avx2``, ``cuda``, ``cuda-sm80|89|90``, TVM target JSON or
             a tag, or a ``tvm.target.Target``.
         db: database URL (default ``$AUTOTUNE_DB``, else ``sqlite:///tuning_logs/autotune.db``).
@@ -53,6 +55,8 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
         confirm: re-time each task's finalists side by side at the end.
         trust_runners: reuse only records these runners timed (``local``, ``rpc:KEY``).
         measure: builders, timeouts and repeats (``autotune.measure.config.MeasureConfig``).
+        tune_shapes: for a range, the shapes to tune (of the first ranged input), e.g.
+            ``"1x32,8x128"``; default: each ranged dim near the middle and at the top of its range.
 
     Returns:
         The job's ``TuneSummary`` (readable by key too, e.g. ``summary["job_id"]``).
@@ -68,7 +72,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
     options = TuneOptions(shapes, target, db, trials, time_budget_s, reuse, config or SearchConfig(), fusion,
                           tuple(manual), rpc, rpc_key, precision, confirm,
                           tuple(trust_runners) if trust_runners is not None else None,
-                          measure or MeasureConfig())
+                          measure or MeasureConfig(), tune_shapes)
     return run(model, options, progress)
 
 

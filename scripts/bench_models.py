@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Tuned autotune vs ONNX Runtime vs untuned TVM over batch sizes and sequence lengths (JSON + PNG).
 
-For each model and each ``batch x seq`` configuration, in one run:
+Each model is compiled once for the whole grid: one range artifact (``--shape input_ids=1..B x
+L..S``) serves every ``batch x seq`` configuration. Where padding the sequence would change the
+model's outputs (no attention mask: the bundled ``encoder`` and ``translation``'s source), the
+sequence cannot be ranged widely, and each sequence length gets its own artifact with the batch
+ranged. For each configuration, in one run:
 
-* ``autotune_heuristic``: compiled with no search at all (heuristic default schedules);
-* ``autotune``: tuned within ``--trials``/``--minutes`` for the configurations named by ``--tune``
-  (others reuse whatever the model's database already holds for the same workloads);
+* ``autotune_heuristic``: the range artifact compiled with no search at all (heuristic defaults);
+* ``autotune``: the range artifact compiled after one range job tuned the configurations named by
+  ``--tune`` within ``--trials``/``--minutes`` (other buckets reuse whatever the model's database
+  holds for their workloads, or keep the heuristics);
 * ``onnxruntime``: the same ONNX file, same thread count, taking turns with autotune;
-* ``autotune_heuristic_bf16`` (``--bf16``): the heuristic build in bf16, with its accuracy check;
-* ``untuned_tvm``: TVM's stock build, timed for a few runs only (it is tens of times slower).
+* ``autotune_heuristic_bf16`` (``--bf16``): the heuristic range artifact in bf16, with its accuracy check;
+* ``untuned_tvm``: TVM's stock build at that shape, timed for a few runs only (tens of times slower).
 
 Models: ``translation`` (the bundled Marian-style encoder-decoder at one target token: encoder plus a
 decoder step), ``encoder`` (the bundled BERT-style encoder), and ONNX files written by
@@ -30,6 +35,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 import autotune  # noqa: E402
 from autotune.bench.bench import bench
 from autotune.bench.timing import BenchConfig  # noqa: E402
+from autotune.errors import AutotuneError  # noqa: E402
 from autotune.models import ModelConfig, write_example  # noqa: E402
 
 BUNDLED = {"translation": ModelConfig(), "encoder": ModelConfig(encoder_layers=1, decoder_layers=0)}
@@ -46,54 +52,92 @@ def model_path(name: str, out_dir: Path, exported_dir: Path) -> Path:
     return path
 
 
-def shapes_for(name: str, batch: int, seq: int) -> dict[str, tuple[int, ...]]:
-    """Frozen input shapes: a translation model decodes one target token."""
+def range_shapes(name: str, batches: list[int], seqs: list[int] | None) -> dict[str, str]:
+    """The ranges one artifact serves: every batch of the grid, and its sequences (``seqs``) or the
+    single length given; a translation model decodes one target token."""
+    batch = f"1..{max(batches)}"
+    seq = f"{min(seqs)}..{max(seqs)}" if len(seqs) > 1 else str(seqs[0])
     if name == "translation":
-        return {"input_ids": (batch, seq), "decoder_input_ids": (batch, 1)}
+        return {"input_ids": f"{batch}x{seq}", "decoder_input_ids": f"{batch}x1"}
     if name in ("minilm", "albert"):
-        return {"input_ids": (batch, seq), "attention_mask": (batch, seq)}
-    return {"input_ids": (batch, seq)}
+        return {"input_ids": f"{batch}x{seq}", "attention_mask": f"{batch}x{seq}"}
+    return {"input_ids": f"{batch}x{seq}"}
 
 
-def measure(so_path: Path, others: dict[str, Path], model: Path, seconds: float, untuned_runs: int) -> dict:
+def sizes_of(artifact: Path, batch: int, seq: int) -> dict[str, int] | None:
+    """The ranged dims of a configuration, by the names the model gives them (None: the artifact
+    serves one shape)."""
+    plan = autotune.load(artifact).plan
+    if plan is None:
+        return None
+    batch_dim, *seq_dims = [d for d in plan.inputs["input_ids"] if isinstance(d, str)]
+    return {batch_dim: batch, **{d: seq for d in seq_dims}}
+
+
+def measure(so_path: Path, others: dict[str, Path], model: Path, sizes: dict[str, int], seconds: float,
+            untuned_runs: int) -> dict:
     """p50/p90/p99 and throughput of every build and ONNX Runtime taking turns, then untuned TVM."""
     peers = ("onnxruntime", "untuned") if untuned_runs else ("onnxruntime",)
     config = BenchConfig(duration_s=seconds, warmup=3, untuned_runs=untuned_runs)
-    return bench(so_path, config, model, peers=peers, others=others).as_dict()["systems"]
+    return bench(so_path, config, model, peers=peers, others=others, sizes=sizes).as_dict()["systems"]
 
 
-def run_config(name: str, model: Path, batch: int, seq: int, args, db: str, out_dir: Path) -> dict:
-    """Compile (heuristic, then tuned if asked), validate and benchmark one configuration."""
-    shapes = shapes_for(name, batch, seq)
-    tag = f"{name}_b{batch}_s{seq}"
-    row: dict = {"model": name, "batch": batch, "seq": seq}
+def build_artifacts(name: str, model: Path, shapes: dict[str, str], tune: list[str], args, db: str,
+                    out_dir: Path, tag: str) -> dict:
+    """The heuristic and tuned range artifacts (and the bf16 one) for ``shapes``, with what built them."""
     heuristic_db = f"sqlite:///{out_dir / (tag + '_empty.db')}"
+    built: dict = {"shapes": shapes, "paths": {}}
     started = time.monotonic()
     compiled = autotune.compile(model, out_dir / f"{tag}_heuristic.so", shapes=shapes, db=heuristic_db)
-    row["heuristic_compile_s"] = round(time.monotonic() - started, 1)
-    row["heuristic_validation"] = compiled["validation"]
-    if f"{batch}x{seq}" in args.tune:
-        summary = autotune.tune(model, shapes, db=db, trials=args.trials,
-                            time_budget_s=args.minutes * 60 if args.minutes else None)
-        row["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "estimated_latency_ms",
-                                                 "time_split_s", "confirmed")}
+    built["heuristic_compile_s"] = round(time.monotonic() - started, 1)
+    built["heuristic_validation"] = compiled["validation"]
+    built["paths"]["autotune_heuristic"] = out_dir / f"{tag}_heuristic.so"
+    if tune:
+        summary = autotune.tune(model, shapes, db=db, trials=args.trials, tune_shapes=",".join(tune),
+                                time_budget_s=args.minutes * 60 if args.minutes else None)
+        built["tuning"] = {k: summary[k] for k in ("trials_measured", "tuning_seconds", "time_split_s", "confirmed")}
     compiled = autotune.compile(model, out_dir / f"{tag}.so", shapes=shapes, db=db)
-    row["validation"] = compiled["validation"]
-    row["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
-    untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
-    others = {"autotune_heuristic": out_dir / f"{tag}_heuristic.so"}
+    built["validation"] = compiled["validation"]
+    built["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
+    built["paths"]["autotune"] = out_dir / f"{tag}.so"
     if args.bf16:  # heuristic schedules in bf16, beside the fp32 ones
         compiled = autotune.compile(model, out_dir / f"{tag}_heuristic_bf16.so", shapes=shapes,
-                                db=heuristic_db, precision="bf16")
-        row["heuristic_bf16_validation"] = compiled["validation"]
-        others["autotune_heuristic_bf16"] = out_dir / f"{tag}_heuristic_bf16.so"
-    row["systems"] = measure(out_dir / f"{tag}.so", others, model, args.seconds, untuned_runs)
+                                    db=heuristic_db, precision="bf16")
+        built["heuristic_bf16_validation"] = compiled["validation"]
+        built["paths"]["autotune_heuristic_bf16"] = out_dir / f"{tag}_heuristic_bf16.so"
+    return built
+
+
+def artifacts_for(name: str, model: Path, args, db: str, out_dir: Path) -> list[tuple[list[int], dict]]:
+    """``(sequence lengths served, artifacts)``: one range artifact for the grid, or one per
+    sequence length where padding the sequence would change the outputs."""
+    tune = [t for t in args.tune]
+    try:
+        return [(args.seqs, build_artifacts(name, model, range_shapes(name, args.batches, args.seqs), tune,
+                                            args, db, out_dir, f"{name}_range"))]
+    except AutotuneError as err:
+        if "padding it changes" not in str(err):
+            raise
+        print(json.dumps({"model": name, "one artifact per sequence length": str(err)}), file=sys.stderr)
+    return [([seq], build_artifacts(name, model, range_shapes(name, args.batches, [seq]),
+                                    [t for t in tune if t.endswith(f"x{seq}")], args, db, out_dir,
+                                    f"{name}_s{seq}")) for seq in args.seqs]
+
+
+def run_config(name: str, model: Path, batch: int, seq: int, built: dict, args) -> dict:
+    """Benchmark one configuration on its range artifacts."""
+    paths = built["paths"]
+    sizes = sizes_of(paths["autotune"], batch, seq)
+    untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
+    others = {k: v for k, v in paths.items() if k != "autotune"}
+    row: dict = {"model": name, "batch": batch, "seq": seq, "artifact": str(paths["autotune"])}
+    row["systems"] = measure(paths["autotune"], others, model, sizes, args.seconds, untuned_runs)
     reference = row["systems"]["onnxruntime"]["p50_ms"]
     row["p50_vs_onnxruntime"] = {system: round(stats["p50_ms"] / reference, 3)
                                  for system, stats in row["systems"].items()}
     row["turns_vs_onnxruntime"] = {system: stats["turns_vs_onnxruntime"]
                                    for system, stats in row["systems"].items() if stats.get("turns_vs_onnxruntime")}
-    print(json.dumps({"done": tag, "p50_vs_onnxruntime": row["p50_vs_onnxruntime"],
+    print(json.dumps({"done": f"{name}_b{batch}_s{seq}", "p50_vs_onnxruntime": row["p50_vs_onnxruntime"],
                       "per_turn_median": {s: round(r["median"], 3) for s, r in row["turns_vs_onnxruntime"].items()}}),
           file=sys.stderr)
     return row
@@ -136,9 +180,10 @@ def main() -> None:
     parser.add_argument("models", nargs="+", choices=[*BUNDLED, *EXPORTED])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seqs", type=int, nargs="+", default=[32, 64, 128])
-    parser.add_argument("--tune", nargs="*", default=["1x128"], help="BATCHxSEQ configurations to search")
+    parser.add_argument("--tune", nargs="*", default=["1x128"],
+                        help="BATCHxSEQ configurations the range job tunes")
     parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--minutes", type=float, default=30.0, help="search time budget per tuned configuration")
+    parser.add_argument("--minutes", type=float, default=30.0, help="search time budget of each range job")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
     parser.add_argument("--untuned-runs", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time a bf16 build of the heuristic schedules")
@@ -152,8 +197,12 @@ def main() -> None:
     for name in args.models:
         model = model_path(name, args.out_dir, args.exported_dir)
         db = f"sqlite:///{args.out_dir / (name + '.db')}"
-        rows = [run_config(name, model, b, s, args, db, args.out_dir) for s in args.seqs for b in args.batches]
-        report["models"][name] = {"configs": rows, "plots": plot(name, rows, args.out_dir)}
+        artifacts = artifacts_for(name, model, args, db, args.out_dir)
+        rows = [run_config(name, model, b, s, built, args) for seqs, built in artifacts for s in seqs
+                for b in args.batches]
+        report["models"][name] = {"artifacts": [{**built, "paths": {k: str(v) for k, v in built["paths"].items()}}
+                                                for _, built in artifacts],
+                                  "configs": rows, "plots": plot(name, rows, args.out_dir)}
     print(json.dumps(report, indent=1))
 
 

@@ -27,15 +27,14 @@ from autotune.errors import AutotuneError  # noqa: E402
 
 def profile(paths: list[Path], rounds: int, inferences: int) -> dict[str, dict]:
     """Per-artifact summaries; the artifacts (manifests checked) take turns on the same inputs."""
-    from autotune.frontend.inputs import manifest_inputs
+    from autotune.frontend.inputs import manifest_calls
     from autotune.measure.profile import profile_in_turns, summary
     from autotune.runtime import load
 
     manifest = load(paths[0]).manifest
     for path in paths[1:]:
         load(path)
-    specs, inputs = manifest_inputs(manifest)
-    timers = profile_in_turns([str(p) for p in paths], [inputs[s.name] for s in specs], rounds, inferences)
+    timers = profile_in_turns([str(p) for p in paths], manifest_calls(manifest), rounds, inferences)
     return {str(path): summary(timer) for path, timer in zip(paths, timers)}
 
 

@@ -28,8 +28,9 @@ class BenchResult(Result):
     streams: dict[str, StreamStats] | None = field(default=None, metadata=OMIT_NONE)
 
 
-def _others(so_path: str | Path, manifest, others: dict[str, Path]) -> dict:
-    """The other builds to take turns with, loaded; each must take the artifact's inputs."""
+def _others(others: dict[str, Path], inputs: dict) -> dict:
+    """The other builds to take turns with, loaded; each must take the benchmark's inputs."""
+    from ..frontend.inputs import fits
     from ..runtime.loader import load
 
     loaded = {}
@@ -37,18 +38,52 @@ def _others(so_path: str | Path, manifest, others: dict[str, Path]) -> dict:
         if name in RESERVED:
             raise AutotuneError(f"another build cannot be named {name!r}: a system of the benchmark is")
         other = load(path)
-        if other.manifest.inputs != manifest.inputs:
-            raise AutotuneError(f"{path} ({name}) takes other inputs than {so_path}: "
-                                f"{other.manifest.inputs} vs {manifest.inputs}")
+        specs = {s.name: s for s in other.manifest.input_specs()}
+        if sorted(specs) != sorted(inputs) or not all(fits(specs[n], a) for n, a in inputs.items()):
+            shapes = {n: f"{a.dtype}{list(a.shape)}" for n, a in inputs.items()}
+            raise AutotuneError(f"{path} ({name}) does not take the benchmark's inputs {shapes}: it takes "
+                                f"{[s.as_dict() for s in specs.values()]}")
         loaded[name] = other
     return loaded
 
 
+@dataclass
+class ShapesBenchResult(Result):
+    """A range artifact benchmarked at several shapes: a ``BenchResult`` per shape (its inputs'
+    distinct shapes: ``1x77``, or ``1x32,1x5`` for a source and a target)."""
+
+    artifact: str
+    shapes: dict[str, BenchResult]
+
+
+def bench_shapes(so_path: str | Path, shapes: str | None = None, config: BenchConfig = BenchConfig(),
+                 model_path: str | Path | None = None, peers: tuple[str, ...] = PEERS,
+                 others: dict[str, Path] | None = None) -> ShapesBenchResult:
+    """Benchmark a range artifact at each of ``shapes`` (of its first ranged input, ``"1x77,4x128"``,
+    or of the input named, ``"decoder_input_ids=1x5,2x13"``; default: its validation shapes, spread
+    over the range), every system at the same shape."""
+    from ..deploy.validate import validation_sizes
+    from ..frontend.buckets import ShapePlan
+    from ..frontend.ranged import parse_tune_shapes
+    from ..runtime.loader import verify_artifact
+
+    _, manifest = verify_artifact(Path(so_path))  # no TVM yet: bench loads the compiler first if it must
+    if not manifest.shape_plan:
+        raise AutotuneError(f"--shapes needs a range artifact; {so_path} serves one shape")
+    plan = ShapePlan.from_dict(manifest.shape_plan)
+    chosen = parse_tune_shapes(shapes, plan, "--shapes") if shapes else validation_sizes(plan)
+    results = {}
+    for sizes in chosen:
+        shapes_of_inputs = dict.fromkeys("x".join(map(str, plan.shape_of(name, sizes))) for name in plan.inputs)
+        results[",".join(shapes_of_inputs)] = bench(so_path, config, model_path, peers, others, sizes=sizes)
+    return ShapesBenchResult(str(so_path), results)
+
+
 def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: str | Path | None = None,
           peers: tuple[str, ...] = PEERS, others: dict[str, Path] | None = None,
-          inputs_path: str | Path | None = None) -> BenchResult:
+          inputs_path: str | Path | None = None, sizes: dict[str, int] | None = None) -> BenchResult:
     """Benchmark the artifact and each peer on the same inputs (``inputs_path``, an ``.npz``, or
-    inputs the model accepts).
+    inputs the model accepts; a range artifact's at ``sizes`` per ranged dim, else its largest).
 
     ``others`` names more artifacts of the same model to take turns with (e.g. another build).
     Untuned TVM is timed after the turns (``BenchConfig.untuned_runs``).
@@ -63,15 +98,15 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     compiled = load(so_path)
     manifest = compiled.manifest
     threads = config.threads or usable_cores()
-    specs, inputs = manifest_inputs(manifest)
+    specs, inputs = manifest_inputs(manifest, sizes)
     if inputs_path is not None:
         inputs = inputs_from_file(inputs_path, specs)
-    batch = specs[0].shape[0] if specs and specs[0].shape else 1
+    batch = next(iter(inputs.values())).shape[0] if inputs and next(iter(inputs.values())).ndim else 1
     source = Path(model_path or manifest.model["path"])
     if peers and not source.is_file():
         raise AutotuneError(f"the ONNX model {source} for the peers is missing: pass --model PATH")
     runners = {"autotune": lambda: compiled(inputs)}
-    for name, other in _others(so_path, manifest, others or {}).items():
+    for name, other in _others(others or {}, inputs).items():
         runners[name] = (lambda model: lambda: model(inputs))(other)
     if "onnxruntime" in peers:
         runners["onnxruntime"] = onnxruntime_runner(source, inputs, threads)
@@ -89,7 +124,7 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
                 stats.turns_vs_onnxruntime = turn_ratios(turns[name], turns["onnxruntime"])
     streams = _streams(config, compiled, source, inputs, threads, batch, peers) if config.streams > 1 else None
     return BenchResult(artifact=str(so_path), threads=threads, batch=batch,
-                       inputs={s.name: list(s.shape) for s in specs}, systems=results,
+                       inputs={name: list(a.shape) for name, a in inputs.items()}, systems=results,
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, streams=streams)
 
 

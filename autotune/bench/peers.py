@@ -8,7 +8,7 @@ import numpy as np
 
 
 def onnxruntime_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: int):
-    from ..deploy.validate import onnxruntime_session
+    from ..frontend.onnx_file import onnxruntime_session
 
     session = onnxruntime_session(model_path, threads)
     return lambda: session.run(None, inputs)
@@ -21,7 +21,7 @@ def untuned_runner(model_path: Path, manifest: dict, inputs: dict[str, np.ndarra
     from ..deploy.build import build_untuned
     from ..frontend.importer import load_model
 
-    shapes = {spec["name"]: tuple(spec["shape"]) for spec in manifest["inputs"]}
+    shapes = {spec["name"]: inputs[spec["name"]].shape for spec in manifest["inputs"]}
     model = load_model(model_path, shapes)
     target = tvm.target.Target(manifest["target"])
     vm = VirtualMachine(build_untuned(model.relax_mod, target), tvm.cpu())

@@ -6,7 +6,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-SHAPE_HELP = "freeze an input's shape, e.g. input_ids=1x128 (repeatable)"
+SHAPE_HELP = ("an input's shape, e.g. input_ids=1x128, or a range per dim for one artifact serving "
+              "them all, e.g. input_ids=1..8x1..128 (repeatable; inputs sharing a dim share it)")
 TARGET_HELP = "host (default), avx512, avx2, cuda, cuda-sm80/89/90, or a TVM target as JSON/tag"
 DB_HELP = ("database URL, or a path to a SQLite file (default: $AUTOTUNE_DB or "
            "sqlite:///tuning_logs/autotune.db)")
@@ -46,8 +47,8 @@ def parse_since(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """The ``--shape`` flags as ``{input: shape}``."""
+def shapes(values: list[str] | None) -> dict[str, tuple]:
+    """The ``--shape`` flags as ``{input: (DimRange, ...)}``."""
     from ..frontend.importer import parse_shape
 
     return dict(parse_shape(v) for v in values or [])

@@ -11,6 +11,11 @@ from .tuning import print_progress
 
 DEMO_DIR = Path("tuning_logs/demo")
 DEMO_SHAPES = {"input_ids": (1, 32), "decoder_input_ids": (1, 8)}
+# One artifact for batches of 1-4 and 1-16 target tokens (the source has no attention mask, so its
+# length stays fixed: padding it would change the encoder's outputs), timed at a few of its shapes.
+DEMO_RANGE = {"input_ids": "1..4x32", "decoder_input_ids": "1..4x1..16"}
+DEMO_RANGE_SHAPES = "decoder_input_ids=1x1,1x7,3x13,4x16"
+DEMO_RANGE_BENCH_S = 3.0
 # The demo times its systems for a while rather than for a count of runs: a fresh process's thread
 # pool starts slowly, and a model this small finishes a count of runs before it is warm.
 DEMO_BENCH_S = 10.0
@@ -18,8 +23,9 @@ EXAMPLE_NAMES = ("translation", "encoder", "bert")  # autotune.models.EXAMPLES, 
 
 
 def run_bench(args):
-    from ..bench.bench import PEERS, bench
+    from ..bench.bench import PEERS, bench, bench_shapes
     from ..bench.timing import BenchConfig
+    from ..runtime.loader import verify_artifact
 
     config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
                          threads=args.threads, untuned_runs=args.untuned_runs, streams=args.streams,
@@ -27,7 +33,16 @@ def run_bench(args):
     others = dict(args.other)
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
-    result = bench(args.artifact, config, args.model, () if args.no_peers else PEERS, others, args.inputs)
+    peers = () if args.no_peers else PEERS
+    if args.shapes or (args.inputs is None and verify_artifact(Path(args.artifact))[1].shape_plan):
+        over = bench_shapes(args.artifact, args.shapes, config, args.model, peers, others)
+        if not args.json:
+            for label, result in over.shapes.items():
+                print(f"shape {label}:")
+                print_bench(result)
+                print()
+        return over
+    result = bench(args.artifact, config, args.model, peers, others, args.inputs)
     if not args.json:
         print_bench(result)
     return result
@@ -65,6 +80,9 @@ def add_bench(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
     p.add_argument("--inputs", metavar="X.npz", help="run every system on these inputs (one array "
                    "per input name; default: random inputs the model accepts)")
+    p.add_argument("--shapes", metavar="SHAPE,SHAPE",
+                   help="a range artifact's shapes to time, of its first input, e.g. 1x77,4x128 "
+                        "(default: a handful spread over its range)")
     p.add_argument("--untuned-runs", type=positive_int, default=5,
                    help="runs of untuned TVM, timed after the rest (it is tens of times slower)")
     p.add_argument("--other", action="append", type=named_path, default=[], metavar="NAME=PATH",
@@ -98,7 +116,7 @@ def add_example(sub) -> None:
 
 def run_demo(args) -> dict:
     """The quickstart: bundled translation model → tune → compile → bench."""
-    from ..bench.bench import bench
+    from ..bench.bench import bench, bench_shapes
     from ..bench.timing import BenchConfig
     from ..jobs.compile import CompileOptions, compile
     from ..jobs.tune import TuneOptions, tune
@@ -114,13 +132,27 @@ def run_demo(args) -> dict:
     result = bench(so_path, BenchConfig(duration_s=DEMO_BENCH_S, warmup=5))
     if not args.json:
         print_bench(result)
+    range_path = DEMO_DIR / "translation_range.so"
+    print(f"\ncompiling one artifact for {DEMO_RANGE} from the same records", file=sys.stderr)
+    range_built = compile(model, range_path, CompileOptions(DEMO_RANGE, target, args.db))
+    over = bench_shapes(range_path, DEMO_RANGE_SHAPES, BenchConfig(duration_s=DEMO_RANGE_BENCH_S, warmup=3),
+                        peers=("onnxruntime",))
+    if not args.json:
+        print("\n" + table([{"shapes": label, "autotune_p50_ms": r.systems["autotune"].p50_ms,
+                              "onnxruntime_p50_ms": r.systems["onnxruntime"].p50_ms,
+                              "p50_vs_onnxruntime": r.systems["autotune"].p50_vs_onnxruntime}
+                             for label, r in over.shapes.items()],
+                            ["shapes", "autotune_p50_ms", "onnxruntime_p50_ms", "p50_vs_onnxruntime"]))
         print(f"\njob {summary.job_id}: {summary.trials_measured} trials in "
-              f"{summary.tuning_seconds:.0f} s; artifact: {so_path.resolve()}")
-    return {"tune": summary, "compile": built, "bench": result}
+              f"{summary.tuning_seconds:.0f} s; artifact: {so_path.resolve()}; one artifact for every "
+              f"shape in {DEMO_RANGE}: {range_path.resolve()}")
+    return {"tune": summary, "compile": built, "bench": result, "range_compile": range_built,
+            "range_bench": over}
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model")
+    p = sub.add_parser("demo", help="tune, compile and benchmark the bundled translation model, then "
+                                    "one artifact for a range of shapes")
     add_target(p)
     add_output_options(p)
     p.add_argument("--time-budget", type=duration_arg, default=240.0)

@@ -24,7 +24,8 @@ def print_progress(event: dict) -> None:
 def run_tasks(args) -> dict:
     from ..jobs.prepare import prepare
 
-    prepared = prepare(args.model, shapes(args.shape), target_of(args, None))
+    prepared = prepare(args.model, shapes(args.shape), target_of(args, None), for_tuning=True,
+                       tune_shapes=args.tune_shapes)
     rows = [t.as_dict() for t in prepared.tasks]
     if not args.json:
         print(table(rows, ["name", "weight", "flops", "workload_hash"]))
@@ -32,11 +33,18 @@ def run_tasks(args) -> dict:
 
 
 def add_tasks(sub) -> None:
-    p = sub.add_parser("tasks", help="list the operator tasks of a model")
+    p = sub.add_parser("tasks", help="list the operator tasks of a model (for a range: those tune tunes)")
     add_model(p)
     add_target(p)
     add_output_options(p)
+    add_tune_shapes(p)
     p.set_defaults(func=run_tasks)
+
+
+def add_tune_shapes(parser) -> None:
+    parser.add_argument("--tune-shapes", metavar="SHAPE,SHAPE",
+                        help="with a --shape range: the shapes to tune, of the first ranged input, e.g. "
+                             "1x32,1x128,8x128 (default: each ranged dim mid-range and at its top)")
 
 
 def measure_config(args):
@@ -70,7 +78,8 @@ def run_tune(args):
                           reuse=not args.no_reuse, config=SearchConfig(trials_per_round=args.trials_per_round),
                           fusion=args.fusion, manual=manual, rpc=args.rpc, rpc_key=args.rpc_key,
                           precision=args.precision, confirm=not args.no_confirm,
-                          trust_runners=args.trust_runners, measure=measure_config(args))
+                          trust_runners=args.trust_runners, measure=measure_config(args),
+                          tune_shapes=args.tune_shapes)
     summary = tune(args.model, options, None if args.quiet else print_progress)
     if not args.json:
         if summary.manual_schedules:
@@ -87,6 +96,7 @@ def add_tune(sub) -> None:
     add_output_options(p)
     p.add_argument("--trials", type=positive_int, help="stop after N measured trials")
     p.add_argument("--time-budget", type=duration_arg, help="stop after this long (90s, 10m, 1h)")
+    add_tune_shapes(p)
     p.add_argument("--no-reuse", action="store_true",
                    help="search tasks even when the database has records from other jobs")
     p.add_argument("--no-confirm", action="store_true",

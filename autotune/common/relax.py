@@ -16,3 +16,12 @@ def mutator_pass(mutator_class, name: str):
                 mutator.builder_.update_func(gvar, mutator.visit_expr(func))
         return mutator.builder_.get()
     return transform
+
+
+def entry_functions(mod) -> list:
+    """``(global var, function)`` of every Relax function a caller can call (it has a
+    ``global_symbol``): ``main``, or one function per shape bucket of a range artifact."""
+    from tvm import relax
+
+    return [(gvar, func) for gvar, func in mod.functions_items()
+            if isinstance(func, relax.Function) and func.attrs is not None and "global_symbol" in func.attrs]

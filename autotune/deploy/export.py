@@ -45,7 +45,8 @@ def make_manifest(so_path: Path, name: str, model: ImportedModel, target, proven
         tvm_version=tvm.__version__,
         model={"name": model.name, "path": str(model.path.resolve()), "sha256": model.sha256},
         inputs=[s.as_dict() for s in model.inputs], outputs=[s.as_dict() for s in model.outputs],
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(), **provenance.as_dict())
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+        shape_plan=model.plan.as_dict() if model.plan else None, **provenance.as_dict())
 
 
 class StagedArtifact:
@@ -63,6 +64,11 @@ class StagedArtifact:
     def record_validation(self, validation: Validation) -> None:
         """Add the validation result to the staged manifest (the ``.so`` and its hash unchanged)."""
         self.manifest.validation = validation.as_dict()
+        write_json_atomically(manifest_path(self.so_path), self.manifest.as_dict())
+
+    def record_shape_plan(self, plan) -> None:
+        """Put a range artifact's plan, as measured on the staged ``.so``, in its manifest."""
+        self.manifest.shape_plan = plan.as_dict()
         write_json_atomically(manifest_path(self.so_path), self.manifest.as_dict())
 
     def commit(self) -> None:

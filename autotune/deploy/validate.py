@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,10 @@ from ..common.results import Result
 from ..common.text import one_line
 from ..common.tolerances import ATOL, RTOL
 from ..errors import AutotuneError
+from ..frontend.buckets import ShapePlan
 from ..frontend.importer import ImportedModel
 from ..frontend.inputs import random_inputs
+from ..frontend.onnx_file import onnxruntime_session
 from ..runtime.loader import load
 
 
@@ -38,16 +40,6 @@ class Validation(Result):
         if self.max_rel_tol is None and self.min_cosine_tol is None:
             return f"rtol {self.rtol}, atol {self.atol}"
         return f"max rel error {self.max_rel_tol}, min cosine {self.min_cosine_tol}"
-
-
-def onnxruntime_session(model_path: Path, threads: int):
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def compare_outputs(ours: dict[str, np.ndarray], reference: list[np.ndarray], names: list[str],
@@ -76,13 +68,47 @@ def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = RT
              min_cosine_tol: float | None = None,
              inputs: dict[str, np.ndarray] | None = None) -> Validation:
     """Run the artifact and ONNX Runtime on ``inputs`` (default: inputs the model accepts,
-    ``frontend.random_inputs``) and compare."""
-    inputs = inputs if inputs is not None else random_inputs(model.inputs)
-    ours = load(so_path)(inputs)
+    ``frontend.random_inputs``; for a range artifact, at each of ``validation_sizes``) and compare;
+    the result is the worst over the shapes."""
+    artifact = load(so_path)
+    session = onnxruntime_session(model.path, threads)
     names = [o.name for o in model.outputs]
-    try:
-        reference = onnxruntime_session(model.path, threads).run(names, inputs)
-    except Exception as err:  # ONNX Runtime's own refusal of the inputs (e.g. an index it rejects)
-        raise AutotuneError(f"ONNX Runtime cannot run {model.path} on the validation inputs: "
-                            f"{one_line(err)}") from None
-    return compare_outputs(ours, reference, names, rtol, atol, max_rel_tol, min_cosine_tol)
+    sets = [inputs] if inputs is not None else [random_inputs(specs) for specs in _validation_specs(model)]
+    results = []
+    for each in sets:
+        try:
+            reference = session.run(names, each)
+        except Exception as err:  # ONNX Runtime's own refusal of the inputs (e.g. an index it rejects)
+            raise AutotuneError(f"ONNX Runtime cannot run {model.path} on the validation inputs: "
+                                f"{one_line(err)}") from None
+        results.append(compare_outputs(artifact(each), reference, names, rtol, atol, max_rel_tol, min_cosine_tol))
+    return _worst(results)
+
+
+def _validation_specs(model: ImportedModel) -> list[list]:
+    """The input specs to validate at: the model's, or for a range artifact its shapes at
+    ``validation_sizes``."""
+    if model.plan is None:
+        return [model.inputs]
+    return [[replace(spec, shape=model.plan.shape_of(spec.name, sizes)) for spec in model.inputs]
+            for sizes in validation_sizes(model.plan)]
+
+
+def validation_sizes(plan: ShapePlan) -> list[dict[str, int]]:
+    """Shapes that exercise a range artifact: every dim at its top, at its bottom, and at the first
+    and last values that are no bucket's (so they are padded)."""
+    def off_rung(dim: str, reverse: bool) -> int:
+        allowed, rungs = plan.dims[dim], set(plan.ladders[dim])
+        values = range(allowed.high, allowed.low - 1, -1) if reverse else range(allowed.low, allowed.high + 1)
+        return next((v for v in values if v not in rungs), allowed.high)
+
+    chosen = [{d: r.high for d, r in plan.dims.items()}, {d: r.low for d, r in plan.dims.items()},
+              {d: off_rung(d, False) for d in plan.dims}, {d: off_rung(d, True) for d in plan.dims}]
+    return [dict(items) for items in dict.fromkeys(tuple(c.items()) for c in chosen)]
+
+
+def _worst(results: list[Validation]) -> Validation:
+    first = results[0]
+    return Validation(max(r.max_abs_err for r in results), max(r.max_rel_err for r in results),
+                      min(r.min_cosine for r in results), first.rtol, first.atol, first.max_rel_tol,
+                      first.min_cosine_tol, all(r.passed for r in results))

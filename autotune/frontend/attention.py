@@ -285,35 +285,45 @@ def _find_groups(func) -> list[tuple[list, object, str]]:
     return groups
 
 
+def _with_groups_called(builder, main, groups):
+    """``main`` with each group's bindings replaced by one call of its primitive function, added to
+    ``builder`` under the group's name."""
+    from tvm import relax
+
+    replace: dict = {}
+    drop: set = set()
+    for group, last, name in groups:
+        func, args = _grouped_function(group, last, name)
+        gvar = builder.add_func(func, name)
+        replace[last.var] = relax.Call(gvar, args)
+        drop |= {b.var for b in group if not b.same_as(last)}
+    blocks = []
+    for blk in main.body.blocks:
+        kept = [relax.VarBinding(b.var, replace[b.var]) if b.var in replace else b
+                for b in blk.bindings if b.var not in drop]
+        blocks.append(relax.DataflowBlock(kept) if isinstance(blk, relax.DataflowBlock)
+                      else relax.BindingBlock(kept))
+    body = relax.SeqExpr(blocks, main.body.body)
+    return relax.Function(main.params, body, main.ret_ty, main.is_pure, main.attrs)
+
+
 def fuse_attention():
-    """A module pass grouping every attention block of ``main``, and the projection computing its
-    K, into one primitive function each."""
+    """A module pass grouping every attention block of every entry function, and the projection
+    computing its K, into one primitive function each."""
     import tvm
     from tvm import relax
 
+    from ..common.relax import entry_functions
+
     @tvm.transform.module_pass(opt_level=0, name="autotune.FuseAttention")
     def transform(mod, _ctx):
-        main = mod["main"]
-        groups = _find_groups(main)
-        if not groups:
-            return mod
         builder = relax.BlockBuilder(mod)
-        replace: dict = {}
-        drop: set = set()
-        for group, last, name in groups:
-            func, args = _grouped_function(group, last, name)
-            gvar = builder.add_func(func, name)
-            replace[last.var] = relax.Call(gvar, args)
-            drop |= {b.var for b in group if not b.same_as(last)}
-        blocks = []
-        for blk in main.body.blocks:
-            kept = [relax.VarBinding(b.var, replace[b.var]) if b.var in replace else b
-                    for b in blk.bindings if b.var not in drop]
-            blocks.append(relax.DataflowBlock(kept) if isinstance(blk, relax.DataflowBlock)
-                          else relax.BindingBlock(kept))
-        body = relax.SeqExpr(blocks, main.body.body)
-        new_main = relax.Function(main.params, body, main.ret_ty, main.is_pure, main.attrs)
-        builder.update_func(mod.get_global_var("main"), new_main)
-        return relax.transform.Normalize()(builder.get())
+        changed = False
+        for gvar, main in entry_functions(mod):
+            groups = _find_groups(main)
+            if groups:
+                builder.update_func(gvar, _with_groups_called(builder, main, groups))
+                changed = True
+        return relax.transform.Normalize()(builder.get()) if changed else mod
 
     return transform

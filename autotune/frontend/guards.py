@@ -179,23 +179,28 @@ def guard_indices(target):
 
 
 def _guard_kernels():
-    """A module pass inserting the guard kernels of ``main``'s indexing inputs and computed indices."""
+    """A module pass inserting, in every entry function, the guard kernels of its indexing inputs
+    and computed indices."""
     import tvm
     from tvm import relax
 
+    from ..common.relax import entry_functions
+
     @tvm.transform.module_pass(opt_level=0, name="autotune.GuardKernels")
     def transform(mod, _ctx):
-        main = mod["main"]
-        uses = index_uses(main)
-        if not uses:
-            return mod
         builder = relax.BlockBuilder(mod)
-        entry = _input_guards(builder, main, uses)
-        at_take = {use.take: _guarded_call(builder, use.take.args[1], 0, use.rows, _message(use, use.rows),
-                                           f"{GUARD_PREFIX}_computed")
-                   for use in uses if use.source is None}
-        builder.update_func(mod.get_global_var("main"), _rewritten(main, entry, at_take))
-        return relax.transform.Normalize()(builder.get())
+        changed = False
+        for gvar, main in entry_functions(mod):
+            uses = index_uses(main)
+            if not uses:
+                continue
+            entry = _input_guards(builder, main, uses)
+            at_take = {use.take: _guarded_call(builder, use.take.args[1], 0, use.rows, _message(use, use.rows),
+                                               f"{GUARD_PREFIX}_computed")
+                       for use in uses if use.source is None}
+            builder.update_func(gvar, _rewritten(main, entry, at_take))
+            changed = True
+        return relax.transform.Normalize()(builder.get()) if changed else mod
 
     return transform
 

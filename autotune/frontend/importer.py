@@ -22,7 +22,8 @@ from ..common.files import sha256_of
 from ..common.text import one_line
 from ..errors import AutotuneError
 from .guards import index_bounds
-from .onnx_file import check_model, infer_shapes_strictly, read_model
+from .buckets import DimRange, ShapePlan, as_dims, parse_dims
+from .onnx_file import check_model, graph_inputs, infer_shapes_strictly, read_model
 from .specs import TensorSpec
 
 
@@ -36,39 +37,29 @@ class ImportedModel:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     relax_mod: object = field(repr=False)
+    plan: ShapePlan | None = None  # a range of shapes: the buckets' plan; None: the static shapes
 
     @property
     def name(self) -> str:
         return self.path.stem
 
-    def input_shapes(self) -> dict[str, list[int]]:
-        return {spec.name: list(spec.shape) for spec in self.inputs}
+    def input_shapes(self) -> dict[str, list[int] | str]:
+        """Each input's shape, or its range (``1..8x1..128``)."""
+        return {spec.name: spec.range_text() if spec.ranges else list(spec.shape) for spec in self.inputs}
 
 
-def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """``input_ids=1x128`` → ``("input_ids", (1, 128))``."""
+def parse_shape(text: str) -> tuple[str, tuple[DimRange, ...]]:
+    """``input_ids=1x128`` → ``("input_ids", (1, 128))`` as ``DimRange``s; ``1..8x1..128`` ranges."""
     name, sep, dims = text.partition("=")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or min(shape) < 1:
-        raise AutotuneError(f"bad --shape {text!r}: expected NAME=DIMxDIM..., e.g. input_ids=1x128")
-    return name, shape
-
-
-def _initializer_names(model: onnx.ModelProto) -> set[str]:
-    return {init.name for init in model.graph.initializer}
-
-
-def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    inits = _initializer_names(model)
-    return [inp for inp in model.graph.input if inp.name not in inits]
+    if not sep or not name or not dims:
+        raise AutotuneError(f"bad --shape {text!r}: expected NAME=DIMxDIM..., e.g. input_ids=1x128 "
+                            "or input_ids=1..8x1..128")
+    return name, parse_dims(dims, f"--shape {text}")
 
 
 def freeze_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], path: Path) -> None:
     """Set every dynamic dim of every input, from ``shapes`` or an error naming the input."""
-    inputs = {inp.name: inp for inp in _graph_inputs(model)}
+    inputs = {inp.name: inp for inp in graph_inputs(model)}
     for name in shapes:
         if name not in inputs:
             raise AutotuneError(f"--shape names input {name!r}, which {path} does not have "
@@ -186,10 +177,26 @@ def _tvm_reason(err: Exception) -> str:
     return one_line(text, 300)
 
 
-def load_model(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
-    """Load, check, freeze, simplify and import an ONNX model."""
+def load_model(path: str | Path, shapes: dict | None = None, for_tuning: bool = False,
+               tune_shapes: str | None = None) -> ImportedModel:
+    """Load, check, freeze, simplify and import an ONNX model.
+
+    ``shapes`` maps an input to its shape: ints (``(1, 128)``), or ranges per dim (``((1, 8), (1,
+    128))``, ``"1..8x1..128"``): then the module holds one entry function per bucket (all of them,
+    or, ``for_tuning``, those covering ``tune_shapes``, e.g. ``"1x32,8x128"``; see
+    ``frontend.ranged``).
+    """
+    from .ranged import is_ranged
+
     try:
-        return _load(Path(path), shapes)
+        dims = {name: as_dims(shape, f"--shape {name}") for name, shape in (shapes or {}).items()}
+        if is_ranged(dims):
+            from .ranged import load_ranged
+
+            return load_ranged(Path(path), dims, _load, for_tuning, tune_shapes)
+        if tune_shapes:
+            raise AutotuneError("--tune-shapes needs a range in --shape (e.g. input_ids=1..8x1..128)")
+        return _load(Path(path), {name: tuple(d.low for d in shape) for name, shape in dims.items()})
     except AutotuneError as err:  # names from the file may hold line breaks: keep it one line
         raise AutotuneError(" ".join(str(err).splitlines())) from None
 
@@ -205,7 +212,7 @@ def _load(path: Path, shapes: dict[str, tuple[int, ...]] | None) -> ImportedMode
     model = onnx.shape_inference.infer_shapes(model)
     relax_mod = _to_relax(model, path)
     bounds = index_bounds(relax_mod["main"])
-    inputs = [_with_index_range(_spec(v, path), bounds.get(v.name)) for v in _graph_inputs(model)]
+    inputs = [_with_index_range(_spec(v, path), bounds.get(v.name)) for v in graph_inputs(model)]
     outputs = [_spec(v, path) for v in model.graph.output]
     return ImportedModel(path=path, sha256=sha256_of(path), onnx_model=model, inputs=inputs,
                          outputs=outputs, relax_mod=relax_mod)

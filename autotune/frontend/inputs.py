@@ -8,9 +8,8 @@ import numpy as np
 
 from ..common.text import one_line
 from ..errors import AutotuneError
-from .specs import TensorSpec
+from .specs import MASK_HINT, TensorSpec
 
-MASK_HINT = "mask"  # an integer or boolean input named like this is an attention mask
 OTHER_INT_HIGH = 32  # integers that neither index a table nor mask: small non-negative values
 
 
@@ -33,10 +32,29 @@ def random_inputs(specs: list[TensorSpec], seed: int = 0) -> dict[str, np.ndarra
     return arrays
 
 
-def manifest_inputs(manifest: dict) -> tuple[list[TensorSpec], dict[str, np.ndarray]]:
-    """The input specs a manifest records, and inputs the model accepts (``random_inputs``)."""
+def manifest_inputs(manifest: dict, sizes: dict[str, int] | None = None
+                    ) -> tuple[list[TensorSpec], dict[str, np.ndarray]]:
+    """The input specs a manifest records, and inputs the model accepts (``random_inputs``; a range
+    artifact's at ``sizes`` per ranged dim, by default its largest shape)."""
+    from dataclasses import replace
+
+    from .buckets import ShapePlan
+
     specs = [TensorSpec.from_dict(spec) for spec in manifest["inputs"]]
-    return specs, random_inputs(specs)
+    if sizes is None or not manifest["shape_plan"]:
+        return specs, random_inputs(specs)
+    plan = ShapePlan.from_dict(manifest["shape_plan"])
+    return specs, random_inputs([replace(s, shape=plan.shape_of(s.name, sizes)) for s in specs])
+
+
+def manifest_calls(manifest) -> dict[str, list[np.ndarray]]:
+    """The entry function a manifest's artifact runs at its largest shape, with arguments it
+    accepts there (``measure.profile.KernelTimer``'s calls)."""
+    from .buckets import ShapePlan
+
+    specs, inputs = manifest_inputs(manifest)
+    function = ShapePlan.from_dict(manifest["shape_plan"]).largest().function if manifest["shape_plan"] else "main"
+    return {function: [inputs[s.name] for s in specs]}
 
 
 def padded_mask(shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -64,8 +82,16 @@ def inputs_from_file(path: str | Path, specs: list[TensorSpec]) -> dict[str, np.
         raise AutotuneError(f"--inputs {path} holds arrays {sorted(arrays)}, the model takes {expected}")
     for spec in specs:
         array = arrays[spec.name]
-        if tuple(array.shape) != spec.shape or str(array.dtype) != spec.dtype:
+        if not fits(spec, array):
+            takes = spec.range_text() if spec.ranges else "x".join(map(str, spec.shape))
             raise AutotuneError(f"--inputs {path}: array {spec.name!r} is {array.dtype}{list(array.shape)}, "
-                                f"the model takes {spec.dtype}{list(spec.shape)}")
+                                f"the model takes {spec.dtype}[{takes}]")
         spec.check_indices(array, f"--inputs {path}: array")
     return arrays
+
+
+def fits(spec: TensorSpec, array: np.ndarray) -> bool:
+    """The array has the spec's dtype and a shape it takes (any within its ranges)."""
+    ranges = spec.ranges or tuple((d, d) for d in spec.shape)
+    return (str(array.dtype) == spec.dtype and array.ndim == len(ranges)
+            and all(lo <= n <= hi for n, (lo, hi) in zip(array.shape, ranges)))

@@ -194,3 +194,23 @@ def infer_shapes_strictly(model: onnx.ModelProto, path: Path) -> None:
         detail = re.sub(r"\[\w+Error\]\s*", "", detail)
         raise AutotuneError(f"{path}: shapes do not agree at node {node!r} ({op_type}): "
                             f"{one_line(detail, 200)}") from None
+
+
+def onnxruntime_session(model_path: Path, threads: int):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def _initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {init.name for init in model.graph.initializer}
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The graph's inputs the caller feeds (not initializers)."""
+    inits = _initializer_names(model)
+    return [inp for inp in model.graph.input if inp.name not in inits]

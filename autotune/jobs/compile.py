@@ -80,6 +80,8 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     so_path = Path(output)
     staged = export.stage(executable, so_path, prepared.model, prepared.target, built_from)
     try:
+        if prepared.model.plan is not None and options.validate:  # runs here: time its buckets
+            _route_to_faster_buckets(staged, prepared)
         validation = _validate(staged, prepared, options, given) if options.validate else None
         staged.commit()
     finally:
@@ -99,6 +101,17 @@ def trusted_runners(store: Store, target_id: int, given: Sequence[str] | None) -
     if given is not None:
         return frozenset(given)
     return frozenset({"local"}) if len(store.rpc_keys(target_id)) > 1 else None
+
+
+def _route_to_faster_buckets(staged, prepared) -> None:
+    """Time every bucket of the staged range artifact and let a faster larger bucket take the
+    calls of a slower smaller one (``deploy.dispatch``)."""
+    from ..deploy.dispatch import bucket_seconds, faster_buckets
+
+    backend_for(prepared.target).check_runnable(prepared.target, "time the artifact's buckets")
+    plan = prepared.model.plan
+    plan.faster = faster_buckets(plan, bucket_seconds(staged.so_path, prepared.model))
+    staged.record_shape_plan(plan)
 
 
 def _validate(staged, prepared, options: CompileOptions, inputs):

@@ -198,9 +198,8 @@ def confirm_in_place(prepared: Prepared, database, measurer,
     A kernel alone keeps its weights in cache; in the model they come from memory, and a schedule
     that reads them pre-packed wins there even where a searched one wins alone.
     """
-    import numpy as np
-
-    from ..frontend.inputs import random_inputs
+    from ..frontend.ranged import calls_per_entry
+    from ..measure.profile import save_calls
 
     limit, rounds, inferences = IN_PLACE
     candidates = {t.name: finalists(database, t, limit) for t in prepared.tasks}
@@ -211,8 +210,7 @@ def confirm_in_place(prepared: Prepared, database, measurer,
         if progress:
             progress({"confirming": f"building {width} variants of the model"})
         paths = _build_variants(prepared, database, candidates, width, folder)
-        inputs = random_inputs(prepared.model.inputs)
-        np.savez(f"{folder}/inputs.npz", *[inputs[spec.name] for spec in prepared.model.inputs])
+        save_calls(f"{folder}/inputs.npz", calls_per_entry(prepared.model))
         if progress:
             progress({"confirming": f"timing every kernel in place, {rounds} rounds"})
         timings = measurer.profile(paths, f"{folder}/inputs.npz", rounds, inferences,

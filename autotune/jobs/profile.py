@@ -85,7 +85,7 @@ def _fused_module(manifest):
 
     from .prepare import prepare
 
-    shapes = {spec["name"]: tuple(spec["shape"]) for spec in manifest.inputs}
+    shapes = {spec["name"]: spec.get("range") or tuple(spec["shape"]) for spec in manifest.inputs}
     return prepare(manifest.model["path"], shapes, tvm.target.Target(manifest.target), manifest.fusion,
                    manifest.precision).fused
 
@@ -111,15 +111,14 @@ def profile(so_path: str | Path, rounds: int = ROUNDS, inferences: int = INFEREN
     """Profile the artifact at ``so_path`` (see the module docstring)."""
     import tvm.relax  # noqa: F401  (the compiler, for the TIR; loaded before the runtime-only loader)
 
-    from ..frontend.inputs import manifest_inputs
+    from ..frontend.inputs import manifest_calls
     from ..measure.profile import profile_in_turns
     from ..runtime.loader import load
 
     manifest = load(so_path).manifest
     threads = threads or int(manifest.target.get("num-cores", 0)) or usable_cores()
     peaks = host_peaks(threads, remeasure_peaks)
-    specs, inputs = manifest_inputs(manifest)
-    (timer,) = profile_in_turns([str(so_path)], [inputs[s.name] for s in specs], rounds, inferences)
+    (timer,) = profile_in_turns([str(so_path)], manifest_calls(manifest), rounds, inferences)
     latency_s = statistics.median(timer.wall)
     # shares are of the instrumented inference: the kernels' times were taken inside it
     instrumented_s = statistics.median(timer.instrumented_wall)

@@ -58,6 +58,7 @@ class TuneOptions:
     confirm: bool = True  # re-time each task's finalists at the end
     trust_runners: Sequence[str] | None = None  # reuse only records these runners timed
     measure: MeasureConfig = MeasureConfig()  # builders, timeouts, repeats (threads: the target's)
+    tune_shapes: str | None = None  # a range job's shapes to tune, e.g. "1x32,8x128" (default: a spread)
 
 
 @dataclass
@@ -222,7 +223,8 @@ def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: Prog
     budget = Budget(trials=options.trials, seconds=options.time_budget_s)
     remote = rpc_target(options.rpc, options.rpc_key) if options.rpc or options.rpc_key else None
     schedules = [item for module in options.manual for item in load_schedules(module)]
-    prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision)
+    prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision,
+                       for_tuning=True, tune_shapes=options.tune_shapes)
     if remote is None:
         backend_for(prepared.target).check_runnable(prepared.target, "measure candidates")
     settings = [options.fusion, options.config.trials_per_round, sorted(s.source_sha256 for s in schedules)]
@@ -230,6 +232,8 @@ def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: Prog
         settings.append(options.precision)
     if options.measure != MeasureConfig():  # measured otherwise: another job (defaults keep their keys)
         settings.append(options.measure.settings())
+    if options.tune_shapes:
+        settings.append(options.tune_shapes)
     job = _start(prepared, options, budget, settings)
     try:
         with _Heartbeat(job.store, job.job_id):

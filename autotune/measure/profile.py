@@ -24,15 +24,34 @@ def task_name(kernel: str) -> str:
     return kernel.removesuffix("_prepacked")
 
 
-class KernelTimer:
-    """One compiled model's VM with an instrument that sums each kernel's time per inference."""
+def save_calls(path: str, calls: dict[str, list[np.ndarray]]) -> None:
+    """Write the arguments of each entry function to call (``KernelTimer``) as an ``.npz``."""
+    np.savez(path, **{f"{function}.{i}": a for function, args in calls.items() for i, a in enumerate(args)})
 
-    def __init__(self, so_path: str, inputs: list[np.ndarray]):
+
+def load_calls(path: str) -> dict[str, list[np.ndarray]]:
+    """The calls ``save_calls`` wrote."""
+    calls: dict[str, list[np.ndarray]] = defaultdict(list)
+    with np.load(path) as data:
+        for key in sorted(data.files, key=lambda k: (k.rpartition(".")[0], int(k.rpartition(".")[2]))):
+            calls[key.rpartition(".")[0]].append(data[key])
+    return dict(calls)
+
+
+class KernelTimer:
+    """One compiled model's VM with an instrument that sums each kernel's time per inference.
+
+    An inference calls each entry function of ``calls`` once with its arguments: ``main``, or
+    every bucket of a range artifact.
+    """
+
+    def __init__(self, so_path: str, calls: dict[str, list[np.ndarray]]):
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
         self.vm = VirtualMachine(tvm.runtime.load_module(so_path), tvm.cpu())
-        self.args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
+        self.calls_args = [(function, [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args])
+                           for function, args in calls.items()]
         self.per_round: dict[str, list[float]] = defaultdict(list)
         self.calls: dict[str, int] = {}
         self.wall: list[float] = []
@@ -42,14 +61,14 @@ class KernelTimer:
         """``inferences`` timed inferences run plainly (wall time), then as many instrumented."""
         for _ in range(inferences):
             started = time.perf_counter()
-            self.vm["main"](*self.args)
+            self._infer()
             self.wall.append(time.perf_counter() - started)
         timer = kernel_timer()
         timer["take"]()  # whatever an earlier, interrupted round left
         self.vm.set_instrument(timer["instrument"]())
         for _ in range(inferences):
             started = time.perf_counter()
-            self.vm["main"](*self.args)
+            self._infer()
             self.instrumented_wall.append(time.perf_counter() - started)
         self.vm.set_instrument(None)  # an instrument left set is called on every later inference
         totals: dict[str, list] = defaultdict(lambda: [0.0, 0])
@@ -60,16 +79,21 @@ class KernelTimer:
             self.per_round[name].append(seconds / inferences)
             self.calls[name] = calls // inferences
 
+    def _infer(self) -> None:
+        for function, args in self.calls_args:
+            self.vm[function](*args)
+
     def reset(self) -> None:
         self.per_round.clear()
         self.wall.clear()
         self.instrumented_wall.clear()
 
 
-def profile_in_turns(paths: list[str], inputs: list[np.ndarray], rounds: int, inferences: int
+def profile_in_turns(paths: list[str], calls: dict[str, list[np.ndarray]], rounds: int, inferences: int
                      ) -> list[KernelTimer]:
-    """Each model's timer after one warm-up round and ``rounds`` rounds, the order rotating."""
-    timers = [KernelTimer(path, inputs) for path in paths]
+    """Each model's timer after one warm-up round and ``rounds`` rounds, the order rotating; an
+    inference makes ``calls`` (entry function → arguments)."""
+    timers = [KernelTimer(path, calls) for path in paths]
     for timer in timers:
         timer.round(1)
         timer.reset()

@@ -91,15 +91,11 @@ def candidate_argument(info: list, device):
 
 
 def profile(paths: list[str], inputs_path: str, rounds: int, inferences: int) -> list[dict]:
-    """Per compiled model, each kernel's time per inference in every round and its calls per
+    """Per compiled model (called as ``measure.profile.save_calls`` wrote to ``inputs_path``), each kernel's time per inference in every round and its calls per
     inference, the models taking turns (``profile``)."""
-    import numpy as np
+    from .profile import load_calls, profile_in_turns
 
-    from .profile import profile_in_turns
-
-    with np.load(inputs_path) as data:
-        inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
-    timers = profile_in_turns(paths, inputs, rounds, inferences)
+    timers = profile_in_turns(paths, load_calls(inputs_path), rounds, inferences)
     return [{name: {"per_round_s": seconds, "calls": timer.calls[name]}
              for name, seconds in timer.per_round.items()} for timer in timers]
 

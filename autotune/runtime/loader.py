@@ -22,6 +22,7 @@ from ..backends import backend_named
 from ..common.text import first_line
 from ..common.threads import default_tvm_threads
 from ..errors import AutotuneError
+from ..frontend.buckets import ShapePlan
 from ..frontend.specs import TensorSpec
 from ..targets.host import usable_cores
 from .manifest import Manifest, manifest_path, parse_manifest, read_manifest_bytes
@@ -58,6 +59,7 @@ class CompiledModel:
         self.inputs = manifest.inputs if manifest else None
         self._specs = manifest.input_specs() if manifest else None
         self.output_names = manifest.output_names() if manifest else None
+        self.plan = ShapePlan.from_dict(manifest.shape_plan) if manifest and manifest.shape_plan else None
 
     def _vm(self):
         """This thread's VM: a VM holds per-call state, so threads never share one."""
@@ -66,27 +68,38 @@ class CompiledModel:
             vm = self._per_thread.vm = self._make_vm()
         return vm
 
-    def _arguments(self, arrays: dict[str, np.ndarray]) -> list:
+    def _arguments(self, arrays: dict[str, np.ndarray]) -> tuple[str, list, dict[str, int] | None]:
+        """The entry function to call, its arguments, and the call's sizes per ranged dim."""
         if self._specs is None:
-            return [self._tvm.runtime.tensor(a, self.device) for a in arrays.values()]
+            return "main", [self._tvm.runtime.tensor(a, self.device) for a in arrays.values()], None
         expected = [spec.name for spec in self._specs]
         if sorted(arrays) != sorted(expected):
             raise AutotuneError(f"inputs {sorted(arrays)} given, model takes {expected}")
-        return [self._tvm.runtime.tensor(_checked(spec, arrays[spec.name]), self.device)
-                for spec in self._specs]
+        if self.plan is None:
+            return "main", [self._tvm.runtime.tensor(_checked(spec, arrays[spec.name]), self.device)
+                            for spec in self._specs], None
+        given = {spec.name: np.ascontiguousarray(arrays[spec.name]) for spec in self._specs}
+        sizes = self.plan.sizes_of(given, {spec.name: spec.dtype for spec in self._specs})
+        for spec in self._specs:
+            spec.check_indices(given[spec.name])
+        bucket = self.plan.bucket_for(sizes)
+        padded = self.plan.pad(given, bucket)
+        return bucket.function, [self._tvm.runtime.tensor(padded[spec.name], self.device)
+                                 for spec in self._specs], sizes
 
     def __call__(self, arrays: dict[str, np.ndarray] | None = None, **named: np.ndarray
                  ) -> dict[str, np.ndarray]:
         """Run the model on numpy inputs by name; a bad input raises ``AutotuneError`` and the
-        model keeps serving."""
-        args = self._arguments({**(arrays or {}), **named})
+        model keeps serving. A range artifact takes any shape in its ranges (``inputs``)."""
+        function, args, sizes = self._arguments({**(arrays or {}), **named})
         try:
-            result = self._vm()["main"](*args)
+            result = self._vm()[function](*args)
         except RuntimeError as err:  # the artifact's own checks (e.g. an index guard) stopped it
             raise AutotuneError(f"{self.path}: {first_line(err)}") from None
         outputs = [result] if hasattr(result, "numpy") else list(result)
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
-        return {name: out.numpy() for name, out in zip(names, outputs)}
+        arrays_out = {name: out.numpy() for name, out in zip(names, outputs)}
+        return arrays_out if sizes is None else self.plan.crop(arrays_out, sizes)
 
 
 def _checked(spec: TensorSpec, value) -> np.ndarray:

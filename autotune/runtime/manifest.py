@@ -44,6 +44,7 @@ class Manifest(Result):
     tasks: int = 0
     tasks_tuned: int = 0
     validation: dict | None = None
+    shape_plan: dict | None = None  # a range artifact's buckets (``frontend.buckets.ShapePlan``)
 
     def input_specs(self) -> list[TensorSpec]:
         """The inputs the artifact takes."""
