@@ -12,6 +12,7 @@ the graph passes, the tasks, tuning and the build are those of static shapes.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .buckets import BUCKET_PREFIX, MAX_EXACT_VALUES, Bucket, DimRange, ShapePla
 from .inputs import random_inputs
 from .specs import TensorSpec
 
+logger = logging.getLogger(__name__)
 PAD_CHECK_RTOL = 1e-3  # padded and unpadded outputs of a dim that is safe to pad differ by rounding only
 
 
@@ -194,7 +196,8 @@ def load_ranged(path: Path, shapes: dict[str, tuple[DimRange, ...]], load_static
     else:
         wanted = plan.buckets()
     share, functions, out_shapes = SharedConstants(), {}, []
-    for bucket in wanted:
+    for done, bucket in enumerate(wanted, start=1):
+        logger.info("importing %s: bucket %d of %d (%s)", path.name, done, len(wanted), bucket.dims)
         imported = largest if bucket.dims == sizes_at(dims, "high") else load_static(path, _static(plan, bucket.dims))
         main = imported.relax_mod["main"].with_attr("global_symbol", bucket.function)
         functions[tvm.ir.GlobalVar(bucket.function)] = share(main)
