@@ -54,7 +54,7 @@ def parse_shape(text: str) -> tuple[str, tuple[DimRange, ...]]:
     if not sep or not name or not dims:
         raise AutotuneError(f"bad --shape {text!r}: expected NAME=DIMxDIM..., e.g. input_ids=1x128 "
                             "or input_ids=1..8x1..128")
-    return name, parse_dims(dims, f"--shape {text}")
+    return name, parse_dims(dims, f"--shape {text!r}")
 
 
 def freeze_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], path: Path) -> None:
