@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from ..errors import EnvironmentFault
 
 STARTUP_TIMEOUT_S = 120.0  # a fresh worker imports TVM before it answers
+STARTS_KILLED_LIMIT = 10  # start-ups cut short by a signal before the pool gives up
 MEMORY_ENV = "AUTOTUNE_WORKER_MEMORY_MB"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _ids = itertools.count(1)
@@ -120,6 +121,15 @@ class _Worker:
         self.conn.close()
 
 
+def _killed_by_signal(process: subprocess.Popen) -> bool:
+    """Whether the process has died of a signal (checked before we kill it ourselves)."""
+    try:
+        code = process.wait(timeout=1)
+    except subprocess.TimeoutExpired:  # alive: it is silent, not killed
+        return False
+    return code < 0
+
+
 def _death_reason(process: subprocess.Popen) -> str:
     code = process.wait(timeout=5)
     if code is not None and code < 0:
@@ -144,15 +154,22 @@ class WorkerPool:
         self.busy_seconds = 0.0  # wall time spent inside ``map``, start-up excluded
 
     def _started(self) -> _Worker:
-        """A new worker that answered its ping (one that does not, in time, is killed and retried)."""
-        for _ in range(2):
+        """A new worker that answered its ping. One that does not answer in time, or exits, is
+        killed and retried once; one killed by a signal while it starts (someone's kill -9, the OOM
+        killer) is retried up to ``STARTS_KILLED_LIMIT`` times."""
+        silent = killed = 0
+        while silent < 2 and killed < STARTS_KILLED_LIMIT:
             worker = _Worker(self._env)
             if worker.ready(STARTUP_TIMEOUT_S):
                 return worker
+            if _killed_by_signal(worker.process):
+                killed += 1
+            else:
+                silent += 1
             worker.kill()
         self.fault = EnvironmentFault(f"measurement workers do not start (no answer in {STARTUP_TIMEOUT_S:.0f} s "
-                                      "twice): is the host out of memory or processes? Rerun the same "
-                                      "command to resume")
+                                      f"twice, or killed {STARTS_KILLED_LIMIT} times as they started): is the "
+                                      "host out of memory or processes? Rerun the same command to resume")
         raise self.fault
 
     @property
