@@ -11,6 +11,7 @@ environment failed (the job stays resumable), 130 interrupted (Ctrl-C), 143 term
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -127,8 +128,17 @@ def _handle_stop_signals() -> dict:
     return {sig: signal.signal(sig, _Signals.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
+def _enable_faulthandler() -> None:
+    """A crash in native code (TVM, XGBoost) still leaves the Python stack on the process's stderr."""
+    try:
+        faulthandler.enable(file=sys.__stderr__)
+    except (AttributeError, ValueError, OSError):  # no stderr with a file descriptor: nothing to write to
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``autotune`` console script."""
+    _enable_faulthandler()
     parser = build_parser()
     try:
         apply_defaults(parser, find_config())
