@@ -104,13 +104,13 @@ def test_workers_killed_mid_candidate_fail_only_their_trials(tmp_path, tiny_tran
     while killed < kills and proc.poll() is None:
         time.sleep(moments.uniform(0.3, 1.5))
         workers = workers_of(proc.pid)
-        runner = [w for w in workers if "TVM_NUM_THREADS" in _environ(w)]
-        pool = {"runner": runner, "builder": [w for w in workers if w not in runner]}.get(role, workers)
+        pool = [w for w in workers if role == "any" or f"AUTOTUNE_WORKER_ROLE={role}" in _environ(w)]
         if pool:
             subprocess.run(["kill", "-9", str(moments.choice(pool))])
             killed += 1
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
+    assert killed == kills, f"only {killed} of {kills} {role} workers were found to kill"
     summary = json.loads(out)
     assert len(records(db_path)) == summary["trials_measured"] == BUDGET + 40
     chaos_record(f"kill -9 of a worker ({role})", injected=killed, completed=1)

@@ -20,7 +20,7 @@ from ..common.threads import thread_env
 from ..errors import AutotuneError
 from ..targets.host import usable_cores
 from .config import MeasureConfig, default_memory_limit_mb
-from .workers import MEMORY_ENV, WorkerPool
+from .workers import MEMORY_ENV, ROLE_ENV, WorkerPool
 
 if TYPE_CHECKING:
     from .rpc import RpcTarget
@@ -78,13 +78,13 @@ class Measurer:
         self.scratch = scratch_folder()
         env = {"TMPDIR": self.scratch, MEMORY_ENV: str(config.memory_limit_mb or default_memory_limit_mb())}
         if rpc is None:
-            self._run_side = WorkerPool(1, {**env, **thread_env(config.threads or usable_cores())})
+            self._run_side = WorkerPool(1, {**env, ROLE_ENV: "runner", **thread_env(config.threads or usable_cores())})
             self.runner = make_runner(self._run_side, config)
         else:
             from .rpc import make_rpc_runner
 
             self.runner = self._run_side = make_rpc_runner(rpc, config)
-        self._build_pool = WorkerPool(config.build_workers, env)
+        self._build_pool = WorkerPool(config.build_workers, {**env, ROLE_ENV: "builder"})
         self.builder = make_builder(self._build_pool, config.build_timeout_s)
         self.runner_id = (f"rpc:{rpc.key}@{rpc.host}:{rpc.port}" if rpc is not None
                           else f"local:{socket.gethostname()}")  # who timed what this measurer records

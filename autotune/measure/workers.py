@@ -30,6 +30,7 @@ from ..errors import EnvironmentFault
 STARTUP_TIMEOUT_S = 120.0  # a fresh worker imports TVM before it answers
 STARTS_KILLED_LIMIT = 10  # start-ups cut short by a signal before the pool gives up
 MEMORY_ENV = "AUTOTUNE_WORKER_MEMORY_MB"
+ROLE_ENV = "AUTOTUNE_WORKER_ROLE"  # builder or runner: which pool a worker process serves
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _ids = itertools.count(1)
 
