@@ -25,7 +25,7 @@ EXAMPLE_NAMES = ("translation", "encoder", "bert")  # autotune.models.EXAMPLES, 
 def run_bench(args):
     from ..bench.bench import PEERS, bench, bench_shapes
     from ..bench.timing import BenchConfig
-    from ..runtime.loader import verify_artifact
+    from ..runtime.manifest import read_manifest
 
     config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
                          threads=args.threads, untuned_runs=args.untuned_runs, streams=args.streams,
@@ -34,7 +34,8 @@ def run_bench(args):
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
     peers = () if args.no_peers else PEERS
-    if args.shapes or (args.inputs is None and verify_artifact(Path(args.artifact))[1].shape_plan):
+    if args.shapes or (args.inputs is None and Path(args.artifact).is_file()
+                        and read_manifest(Path(args.artifact)).shape_plan):
         over = bench_shapes(args.artifact, args.shapes, config, args.model, peers, others)
         if not args.json:
             for label, result in over.shapes.items():
