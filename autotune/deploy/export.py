@@ -64,11 +64,15 @@ class StagedArtifact:
     def record_validation(self, validation: Validation) -> None:
         """Add the validation result to the staged manifest (the ``.so`` and its hash unchanged)."""
         self.manifest.validation = validation.as_dict()
-        write_json_atomically(manifest_path(self.so_path), self.manifest.as_dict())
+        self._write_manifest()
 
     def record_shape_plan(self, plan) -> None:
         """Put a range artifact's plan, as measured on the staged ``.so``, in its manifest."""
         self.manifest.shape_plan = plan.as_dict()
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        """The staged manifest rewritten, atomically, with the fields set on ``self.manifest``."""
         write_json_atomically(manifest_path(self.so_path), self.manifest.as_dict())
 
     def commit(self) -> None:
@@ -79,7 +83,7 @@ class StagedArtifact:
         """Keep the staged pair as ``NAME.rejected.so`` (+ manifest) beside the target; its path."""
         kept = self.target.with_name(f"{self.target.stem}.rejected{self.target.suffix or '.so'}")
         self.manifest.file = kept.name
-        write_json_atomically(manifest_path(self.so_path), self.manifest.as_dict())
+        self._write_manifest()
         os.replace(self.so_path, kept)
         os.replace(manifest_path(self.so_path), manifest_path(kept))
         return kept
