@@ -34,12 +34,13 @@ def _stopped(proc: subprocess.Popen, timeout_s: float = 120) -> tuple[int, str]:
     return proc.returncode, "\n".join(lines)
 
 
-def _resume_to_budget(command: list[str], db_path, survived: list, fault: str, injected: int = 1) -> dict:
+def _resume_to_budget(command: list[str], db_path, survived: list, fault: str, injected: int = 1,
+                      budget: int = BUDGET) -> dict:
     summary = _finish(command)
     final = records(db_path)
     lost = len(set(survived) - set(final))
     assert lost == 0 and summary["resumed"] is True
-    assert len(final) == summary["trials_measured"] == BUDGET  # nothing measured twice, nothing skipped
+    assert len(final) == summary["trials_measured"] == budget  # nothing measured twice, nothing skipped
     chaos_record(fault, injected=injected, completed=1, records_lost=lost)
     return summary
 
@@ -62,7 +63,8 @@ def _sigterm_once(command: list[str], db_path, moments: random.Random) -> list:
 @pytest.mark.parametrize("terms", [pytest.param(1, id="once"), pytest.param(5, marks=pytest.mark.slow, id="5x")])
 def test_sigterm_stops_cleanly_and_the_rerun_resumes_to_the_exact_budget(tmp_path, tiny_translation, terms):
     db_path = tmp_path / "term.db"
-    command = tune_command(tiny_translation, f"sqlite:///{db_path}", BUDGET, TINY_SHAPE_FLAGS)
+    budget = BUDGET * terms  # each SIGTERM comes after a few more records: the job must not finish first
+    command = tune_command(tiny_translation, f"sqlite:///{db_path}", budget, TINY_SHAPE_FLAGS)
     survived: list = []
     moments = random.Random(terms)
     for _ in range(terms):
@@ -71,7 +73,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes_to_the_exact_budget(tmp_pat
         survived = now
     job = {job for _, job in survived}.pop()
     assert job_status(db_path, job) == "interrupted"
-    _resume_to_budget(command, db_path, survived, "SIGTERM of tune", terms)
+    _resume_to_budget(command, db_path, survived, "SIGTERM of tune", terms, budget)
 
 
 def test_two_identical_tunes_at_once_one_refuses_naming_the_other(tmp_path, tiny_translation):

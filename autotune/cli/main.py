@@ -14,10 +14,9 @@ import argparse
 import faulthandler
 import json
 import logging
-import signal
 import sys
-import threading
 
+from ..common import stopping
 from ..common.results import plain
 from ..common.text import one_line
 from ..common.threads import default_tvm_threads, set_tvm_threads
@@ -102,32 +101,6 @@ def _set_threads(threads: int | None) -> None:
         default_tvm_threads(usable_cores())
 
 
-class _Signals:
-    """The stop signal received, if any: what a signal raises may come back rewrapped by TVM (as a
-    ``RuntimeError``) when it interrupted a callback that TVM's C++ called."""
-
-    received: int | None = None
-
-    @classmethod
-    def stop(cls, signum, _frame) -> None:
-        cls.received = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Interrupted(f"terminated by {signal.Signals(signum).name}")
-
-    @classmethod
-    def exit_code(cls) -> int:
-        return Interrupted.exit_code if cls.received == signal.SIGTERM else 130
-
-
-def _handle_stop_signals() -> dict:
-    """Install the stop handlers (main thread only); the previous ones, to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    _Signals.received = None
-    return {sig: signal.signal(sig, _Signals.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-
 def _enable_faulthandler() -> None:
     """A crash in native code (TVM, XGBoost) still leaves the Python stack on the process's stderr."""
     try:
@@ -149,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser  # ``completion`` describes it
     _configure_logging(args)
     _set_threads(getattr(args, "threads", None))
-    previous = _handle_stop_signals()
+    previous = stopping.install()
     try:
         result = args.func(args)
     except AutotuneError as err:
@@ -163,13 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autotune: error: {one_line(err)}", file=sys.stderr)
         return EnvironmentFault.exit_code
     except BaseException:  # Ctrl-C or SIGTERM, possibly rewrapped by TVM: the job stays resumable
-        if _Signals.received is None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        if not stopping.requested() and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
             raise
         print("autotune: interrupted; rerun the same command to resume", file=sys.stderr)
-        return _Signals.exit_code()
+        return stopping.exit_code()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        stopping.restore(previous)
     if args.json:
         print(json.dumps(plain(result), indent=2, default=str))
     return 0

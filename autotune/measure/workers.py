@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from ..common import stopping
 from ..errors import EnvironmentFault
 
 STARTUP_TIMEOUT_S = 120.0  # a fresh worker imports TVM before it answers
+STOP_POLL_S = 0.25  # how soon a batch in progress notices a stop signal
 STARTS_KILLED_LIMIT = 10  # start-ups cut short by a signal before the pool gives up
 MEMORY_ENV = "AUTOTUNE_WORKER_MEMORY_MB"
 ROLE_ENV = "AUTOTUNE_WORKER_ROLE"  # builder or runner: which pool a worker process serves
@@ -178,7 +180,9 @@ class WorkerPool:
         return len(self._workers)
 
     def map(self, name: str, arg_tuples: Sequence[tuple], timeout_s: float) -> list[JobResult]:
-        """Run job ``name`` once per argument tuple; results come back in order."""
+        """Run job ``name`` once per argument tuple; results come back in order. After a stop signal
+        (``common.stopping``) the jobs not done fail with ``stopping.STOPPED`` and their workers are
+        killed, so that no late reply is waiting when the pool is used again."""
         started = time.monotonic()
         results: list[JobResult | None] = [None] * len(arg_tuples)
         pending = list(range(len(arg_tuples)))
@@ -200,13 +204,15 @@ class WorkerPool:
                             pending.insert(0, job)
             if busy:
                 self._collect(busy, results)
+            if stopping.requested():
+                self._abandon(pending, busy, results)
         self.busy_seconds += time.monotonic() - started
         return results  # type: ignore[return-value]
 
     def _collect(self, busy: dict[int, _InFlight], results: list) -> None:
         conns = {self._workers[w].conn: w for w in busy}
         deadline = min(f.deadline for f in busy.values())
-        for conn in wait(list(conns), timeout=max(0.0, deadline - time.monotonic())):
+        for conn in wait(list(conns), timeout=min(STOP_POLL_S, max(0.0, deadline - time.monotonic()))):
             w_index = conns[conn]
             flight = busy.pop(w_index)
             results[flight.job] = self._receive(w_index, flight)
@@ -216,6 +222,15 @@ class WorkerPool:
                 busy.pop(w_index)
                 results[flight.job] = JobResult(None, "timed out")
                 self._replace(w_index)
+
+    def _abandon(self, pending: list[int], busy: dict[int, _InFlight], results: list) -> None:
+        for w_index, flight in busy.items():
+            self._workers[w_index].kill()  # a dead worker is replaced when next handed a job
+            results[flight.job] = JobResult(None, stopping.STOPPED)
+        for job in pending:
+            results[job] = JobResult(None, stopping.STOPPED)
+        busy.clear()
+        pending.clear()
 
     def _receive(self, w_index: int, flight: _InFlight) -> JobResult:
         """The reply to ``flight`` from worker ``w_index``; a reply to another job, or none, fails

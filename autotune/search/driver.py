@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..backends import backend_for
+from ..common import stopping
 from ..common.records import estimated_latency_ms
 from ..common.text import first_line
 from ..errors import AutotuneError
@@ -116,6 +117,10 @@ class _Search:
             p.history.append(p.best_s)
 
     def _tune_tasks(self, index: int, p: TaskProgress, trials: int, recorder, work_dir: str) -> None:
+        with stopping.deferred():  # MetaSchedule calls back into Python throughout the round
+            self._stock_tune_tasks(index, p, trials, recorder, work_dir)
+
+    def _stock_tune_tasks(self, index: int, p: TaskProgress, trials: int, recorder, work_dir: str) -> None:
         self.ms.tune.tune_tasks(
             tasks=[self.contexts[index]], task_weights=[float(p.task.weight)], work_dir=work_dir,
             max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=trials,

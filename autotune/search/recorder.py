@@ -1,9 +1,11 @@
-"""The measure callback committing every search candidate, failures included, as it arrives."""
+"""The measure callback committing every search candidate, failures included, as it arrives; a
+candidate cut short by a stop signal is not measured and is left out (the resumed job measures it)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..common import stopping
 from ..measure.outcome import outcome_of
 
 
@@ -23,6 +25,8 @@ def make_recorder(database, on_measured: Callable[[float | None], None], runner:
             workload = database.commit_workload(task.mod)
             for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
                 outcome = outcome_of(built, ran)
+                if stopping.STOPPED in (outcome.error_msg or ""):
+                    continue
                 record = TuningRecord(cand.sch.trace, workload, outcome.run_secs, task.target,
                                       cand.args_info)
                 database.commit_record(record, outcome, runner=runner)
