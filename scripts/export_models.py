@@ -8,8 +8,9 @@
 * ``bert``: a BERT encoder (6 layers, hidden 384) from a config with random weights, exported with
   ``token_type_ids`` (a 2-row segment embedding) beside ``input_ids`` and ``attention_mask``, as
   BERT-family exports are;
-* ``marian``: a Marian-style encoder-decoder built from a config with random weights (speed work),
-  exported as one graph: ``input_ids``, ``decoder_input_ids`` → ``logits``.
+* ``marian``: a Marian-style encoder-decoder built from a config with random weights, in the folder
+  layout Hugging Face Optimum writes (``marian/``: encoder, first decoder step, decoder step with
+  past keys and values), as translation is served: one token at a time with a KV cache.
 
 Both keep dynamic batch and sequence dims, as users' exports do; ``autotune --shape`` freezes them.
 Prints a JSON line per model written.
@@ -105,25 +106,134 @@ def export_bert(out_dir: Path, seq: int = 128) -> Path:
     return path
 
 
-def export_marian(out_dir: Path, seq: int = 32) -> Path:
-    """A Marian-sized encoder-decoder (6+6 layers, d=512) from a config, random weights."""
+MARIAN_EOS = 1  # eos, pad and decoder start as Marian's own configs have them apart from eos
+MARIAN_PAD = 0
+
+
+def marian_model(vocab: int = 8000, d_model: int = 512, layers: int = 6, heads: int = 8, ffn: int = 2048,
+                 seed: int = 0):
+    """A Marian-style encoder-decoder with random weights, wide enough (``init_std`` 0.1) that its
+    outputs depend on its inputs, and a logit bias on eos so sentences end at different lengths."""
     import torch
     from transformers import MarianConfig, MarianMTModel
 
-    config = MarianConfig(vocab_size=8000, d_model=512, encoder_layers=6, decoder_layers=6,
-                          encoder_attention_heads=8, decoder_attention_heads=8,
-                          encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
-                          pad_token_id=0, decoder_start_token_id=0)
-    torch.manual_seed(0)
+    config = MarianConfig(vocab_size=vocab, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+                          encoder_attention_heads=heads, decoder_attention_heads=heads,
+                          encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, max_position_embeddings=512,
+                          pad_token_id=MARIAN_PAD, eos_token_id=MARIAN_EOS,
+                          decoder_start_token_id=MARIAN_PAD, forced_eos_token_id=None, init_std=0.1)
+    torch.manual_seed(seed)
     model = MarianMTModel(config).eval()
-    ids = torch.ones((1, seq), dtype=torch.int64)
-    path = out_dir / "marian.onnx"
-    axes = {"input_ids": {0: "batch", 1: "src"}, "decoder_input_ids": {0: "batch", 1: "tgt"},
-            "logits": {0: "batch", 1: "tgt"}}
-    seq2seq = _module(model, lambda m, i, d: m(input_ids=i, decoder_input_ids=d).logits)
-    _export(seq2seq, (ids, ids[:, :8]), ["input_ids", "decoder_input_ids"], "logits", axes,
-            path)
-    return path
+    with torch.no_grad():
+        model.final_logits_bias[0, MARIAN_EOS] = 4.0
+    return model
+
+
+def export_marian(out_dir: Path, seq: int = 32, model=None) -> Path:
+    """A Marian-sized encoder-decoder (6+6 layers, d=512, random weights) in the layout Hugging Face
+    Optimum writes for seq2seq models: ``encoder_model.onnx``, ``decoder_model.onnx`` (the first
+    step) and ``decoder_with_past_model.onnx`` (every later step, ``past_key_values.*`` →
+    ``present.*``), with ``config.json`` and ``generation_config.json``."""
+    model = marian_model() if model is None else model
+    folder = out_dir / "marian"
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in _seq2seq_parts(model, seq):
+        _export_part(part, folder)
+    model.config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    return folder
+
+
+def _seq2seq_parts(model, seq: int) -> list[dict]:
+    """The three graphs of the Optimum layout: module, example inputs, names and dynamic axes."""
+    import torch
+
+    encoder, first_step, next_step = (kind(model).eval() for kind in _step_modules())
+    layers = model.config.decoder_layers
+    kinds = ("decoder.key", "decoder.value", "encoder.key", "encoder.value")
+    past = [f"past_key_values.{i}.{k}" for i in range(layers) for k in kinds]
+    present = [f"present.{i}.{k}" for i in range(layers) for k in kinds]
+    ids = torch.randint(2, model.config.vocab_size, (2, seq))
+    mask = torch.ones_like(ids)
+    start = torch.full((2, 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        first = first_step(start, mask, hidden)
+    batch = {0: "batch_size"}
+    src = {0: "batch_size", 1: "encoder_sequence_length"}
+    cache_axes = {n: {0: "batch_size", 2: "encoder_sequence_length" if ".encoder." in n
+                      else "past_decoder_sequence_length"} for n in past}
+    return [
+        dict(file="encoder_model.onnx", module=encoder, args=(ids, mask),
+             inputs=["input_ids", "attention_mask"], outputs=["last_hidden_state"],
+             axes={"input_ids": src, "attention_mask": src, "last_hidden_state": src}),
+        dict(file="decoder_model.onnx", module=first_step, args=(start, mask, hidden),
+             inputs=["input_ids", "encoder_attention_mask", "encoder_hidden_states"],
+             outputs=["logits", *present],
+             axes={"input_ids": batch, "encoder_attention_mask": src, "encoder_hidden_states": src,
+                   "logits": batch, **{n: {0: "batch_size", 2: "encoder_sequence_length"}
+                                       for n in present if ".encoder." in n}}),
+        dict(file="decoder_with_past_model.onnx", module=next_step, args=(start, mask, *first[1:]),
+             inputs=["input_ids", "encoder_attention_mask", *past],
+             outputs=["logits", *[n for n in present if ".decoder." in n]],
+             axes={"input_ids": batch, "encoder_attention_mask": src, "logits": batch, **cache_axes,
+                   **{n: {0: "batch_size", 2: "past_decoder_sequence_length + 1"}
+                      for n in present if ".decoder." in n}}),
+    ]
+
+
+def _export_part(part: dict, folder: Path) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch.onnx.export(part["module"], part["args"], str(folder / part["file"]), input_names=part["inputs"],
+                          output_names=part["outputs"], dynamic_axes=part["axes"], opset_version=17,
+                          dynamo=False)
+
+
+def _step_modules():
+    """The torch modules of the encoder and the two decoder steps (torch imported lazily)."""
+    import torch
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    class FirstStep(Encoder):
+        def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states):
+            config = self.model.config
+            cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+            out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=encoder_attention_mask,
+                             decoder_input_ids=input_ids, cache=cache, use_cache=True)
+            return (out.logits, *_flat_cache(cache, cross=True))
+
+    class NextStep(Encoder):
+        def forward(self, input_ids, encoder_attention_mask, *past):
+            config = self.model.config
+            own, cross = DynamicCache(config=config), DynamicCache(config=config)
+            for layer in range(config.decoder_layers):
+                own.update(past[4 * layer], past[4 * layer + 1], layer)
+                cross.update(past[4 * layer + 2], past[4 * layer + 3], layer)
+            cache = EncoderDecoderCache(own, cross)
+            # the cross-attention keys and values are cached: the encoder states are not read
+            unread = torch.zeros(input_ids.shape[0], past[2].shape[2], config.d_model)
+            out = self.model(encoder_outputs=(unread,), attention_mask=encoder_attention_mask,
+                             decoder_input_ids=input_ids, cache=cache, use_cache=True)
+            return (out.logits, *_flat_cache(cache, cross=False))
+
+    return Encoder, FirstStep, NextStep
+
+
+def _flat_cache(cache, cross: bool) -> list:
+    flat = []
+    for own, other in zip(cache.self_attention_cache.layers, cache.cross_attention_cache.layers):
+        flat += [own.keys, own.values] + ([other.keys, other.values] if cross else [])
+    return flat
 
 
 EXPORTS = {"minilm": export_minilm, "albert": export_albert, "bert": export_bert,

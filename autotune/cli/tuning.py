@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import AutotuneError
 from .args import (add_model, add_output_options, add_precision, add_target, duration_arg, positive_int,
                    runner_list, shapes, space_of, table, target_of)
 
@@ -122,9 +123,12 @@ def run_compile(args):
     space = space_of(args)
     rtol = args.rtol if args.rtol is not None else (space.rtol if space else RTOL)
     atol = args.atol if args.atol is not None else (space.atol if space else ATOL)
-    options = CompileOptions(shapes(args.shape), target_of(args, space), args.db, not args.no_validate,
-                             rtol, atol, args.fusion, space.pin if space else (), args.precision,
-                             args.max_rel_err, args.min_cosine, args.inputs, args.trust_runners)
+    given = shapes(args.shape)
+    options = CompileOptions(None if args.task == "seq2seq" else given, target_of(args, space), args.db,
+                             not args.no_validate, rtol, atol, args.fusion, space.pin if space else (),
+                             args.precision, args.max_rel_err, args.min_cosine, args.inputs, args.trust_runners)
+    if args.task == "seq2seq":
+        return _compile_seq2seq(args, given, options)
     summary = compile(args.model, args.output, options)
     if not args.json:
         valid = summary.validation
@@ -136,12 +140,34 @@ def run_compile(args):
     return summary
 
 
+def _compile_seq2seq(args, given: dict, options):
+    """``compile DIR --task seq2seq``: the generator of a translation model (``jobs.seq2seq``)."""
+    from ..jobs.seq2seq import compile_seq2seq
+
+    if set(given) != {"input_ids"}:
+        raise AutotuneError("--task seq2seq takes one --shape, the source's: --shape input_ids=ROWSxTOKENS, "
+                            "e.g. input_ids=1..8x1..64 (rows count sentences × beams)")
+    source = "x".join(str(dim) for dim in given["input_ids"])
+    summary = compile_seq2seq(args.model, args.output, source, args.max_new_tokens, options)
+    if not args.json:
+        check = summary.validation
+        print(f"wrote {summary.manifest} ({len(summary.parts)} parts); greedy tokens match ONNX Runtime in "
+              f"{check['same_tokens']} of {check['sentences']} sentences")
+    return summary
+
+
 def add_compile(sub) -> None:
     p = sub.add_parser("compile", help="build the best schedules into a .so with a manifest")
     add_model(p)
     add_target(p)
     add_output_options(p)
-    p.add_argument("-o", "--output", required=True, help="path of the .so to write")
+    p.add_argument("-o", "--output", required=True, help="path of the .so to write (--task seq2seq: of "
+                   "the generator manifest NAME.json, its parts in NAME.parts/)")
+    p.add_argument("--task", choices=["model", "seq2seq"], default="model",
+                   help="seq2seq: MODEL is a translation model's folder in Hugging Face Optimum's layout "
+                        "(encoder, decoder, decoder with past), compiled into one generator")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="--task seq2seq: the longest output "
+                   "the generator serves (the KV cache's capacity)")
     p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
     p.add_argument("--inputs", metavar="X.npz", help="validate on these inputs (one array per input "
                    "name; default: random inputs the model accepts)")

@@ -131,13 +131,19 @@ def ladders_for(dims: dict[str, DimRange], safe: dict[str, bool], plan: ShapePla
     return {dim: ladder(allowed, safe[dim], dim in leading) for dim, allowed in dims.items()}
 
 
-def output_dims(shapes_by_bucket: list[tuple[Bucket, dict[str, tuple[int, ...]]]]) -> dict[str, list[str | int]]:
-    """Which ranged dim each output dim follows, from its static shape in every bucket."""
+def output_dims(shapes_by_bucket: list[tuple[Bucket, dict[str, tuple[int, ...]]]],
+                declared: dict[str, list[str | int]] | None = None) -> dict[str, list[str | int]]:
+    """Which ranged dim each output dim follows: the one the model names it by (``declared``,
+    each output's dim names), else the one it equals in every bucket's static shape."""
     first_bucket, first = shapes_by_bucket[0]
     result = {}
     for name, shape in first.items():
         entry: list[str | int] = []
         for position, size in enumerate(shape):
+            named = (declared or {}).get(name, [])
+            if position < len(named) and (named[position] in first_bucket.dims or named[position] == size):
+                entry.append(named[position])  # the model's own name for the dim, or its fixed size
+                continue
             seen = [shapes[name][position] for _, shapes in shapes_by_bucket]
             followed = [d for d in first_bucket.dims
                         if all(s == b.dims[d] for s, (b, _) in zip(seen, shapes_by_bucket))]
@@ -199,13 +205,25 @@ def load_ranged(path: Path, shapes: dict[str, tuple[DimRange, ...]], load_static
     for done, bucket in enumerate(wanted, start=1):
         logger.info("importing %s: bucket %d of %d (%s)", path.name, done, len(wanted), bucket.dims)
         imported = largest if bucket.dims == sizes_at(dims, "high") else load_static(path, _static(plan, bucket.dims))
+        _only_main(imported.relax_mod, path)
         main = imported.relax_mod["main"].with_attr("global_symbol", bucket.function)
         functions[tvm.ir.GlobalVar(bucket.function)] = share(main)
         out_shapes.append((bucket, {o.name: o.shape for o in imported.outputs}))
-    plan.outputs = output_dims(out_shapes)
+    plan.outputs = output_dims(out_shapes, {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]
+                                            for o in model.graph.output})
     inputs = [replace(s, ranges=_ranges(plan, s.name)) for s in largest.inputs]
     outputs = [replace(s, ranges=_ranges(plan, s.name)) for s in largest.outputs]
     return replace(largest, inputs=inputs, outputs=outputs, relax_mod=tvm.IRModule(functions), plan=plan)
+
+
+def _only_main(mod, path: Path) -> None:
+    """A bucket is its import's ``main``: an import that also made kernels of its own (TVM's ONNX
+    importer does for a few ops) cannot be one yet."""
+    others = sorted(g.name_hint for g in mod.get_global_vars() if g.name_hint != "main")
+    if others:
+        raise AutotuneError(f"{path}: TVM's importer made functions {', '.join(others)} beside the model's "
+                            "main function, which a range of shapes cannot share yet: compile one shape "
+                            "(--shape with numbers only)")
 
 
 def _static(plan: ShapePlan, sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:

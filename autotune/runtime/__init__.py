@@ -7,7 +7,8 @@ in the import order.
 
 from __future__ import annotations
 
-from .loader import CompiledModel, load, verify_artifact
+from .generator import Translator, load
+from .loader import CompiledModel, verify_artifact
 from .manifest import Manifest, manifest_path, read_manifest
 
-__all__ = ["CompiledModel", "Manifest", "load", "manifest_path", "read_manifest", "verify_artifact"]
+__all__ = ["CompiledModel", "Manifest", "Translator", "load", "manifest_path", "read_manifest", "verify_artifact"]

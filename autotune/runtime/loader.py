@@ -22,7 +22,7 @@ from ..backends import backend_named
 from ..common.text import first_line
 from ..common.threads import default_tvm_threads
 from ..errors import AutotuneError
-from ..frontend.buckets import ShapePlan
+from ..frontend.buckets import Bucket, ShapePlan, bucket_function_name
 from ..frontend.specs import TensorSpec
 from ..targets.host import usable_cores
 from .manifest import Manifest, manifest_path, parse_manifest, read_manifest_bytes
@@ -92,14 +92,34 @@ class CompiledModel:
         """Run the model on numpy inputs by name; a bad input raises ``AutotuneError`` and the
         model keeps serving. A range artifact takes any shape in its ranges (``inputs``)."""
         function, args, sizes = self._arguments({**(arrays or {}), **named})
+        outputs = self.run_on_device(function, args)
+        names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
+        arrays_out = {name: out.numpy() for name, out in zip(names, outputs)}
+        return arrays_out if sizes is None else self.plan.crop(arrays_out, sizes)
+
+
+    @property
+    def input_specs(self) -> list[TensorSpec] | None:
+        """The inputs in the order the entry functions take them (None without a manifest)."""
+        return self._specs
+
+    def bucket_at(self, sizes: dict[str, int]):
+        """The bucket built for exactly ``sizes`` (a value of every ranged dim), not the one that
+        ``__call__`` would route them to: parts of a generator must agree on their shapes."""
+        if self.plan is None or sizes.keys() != self.plan.ladders.keys() or any(
+                sizes[d] not in rungs for d, rungs in self.plan.ladders.items()):
+            raise AutotuneError(f"{self.path} has no bucket for {sizes}")
+        return Bucket(bucket_function_name(sizes), dict(sizes))
+
+    def run_on_device(self, function: str, args: list) -> list:
+        """Run entry function ``function`` on device tensors (in input order, shaped for its bucket)
+        and return its outputs as device tensors: a caller that keeps state on the device (a KV
+        cache) avoids the host. The caller has checked the values the artifact cannot."""
         try:
             result = self._vm()[function](*args)
         except RuntimeError as err:  # the artifact's own checks (e.g. an index guard) stopped it
             raise AutotuneError(f"{self.path}: {first_line(err)}") from None
-        outputs = [result] if hasattr(result, "numpy") else list(result)
-        names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
-        arrays_out = {name: out.numpy() for name, out in zip(names, outputs)}
-        return arrays_out if sizes is None else self.plan.crop(arrays_out, sizes)
+        return [result] if hasattr(result, "numpy") else list(result)
 
 
 def _checked(spec: TensorSpec, value) -> np.ndarray:

@@ -1,0 +1,213 @@
+"""A deployed translation model: three compiled parts under one manifest, and ``generate``.
+
+``compile --task seq2seq`` writes ``NAME.json`` (the generator manifest, what ``load`` takes) and
+the parts in ``NAME.parts/``: the encoder, the first decoder step and the decoder step with a
+fixed-capacity KV cache (``frontend.kv_cache``), each a range artifact with its own manifest. The
+generator manifest pins every part's sha256, so a part that changed is refused at load, and it
+is replaced in one rename, so a reader sees the old parts or the new ones, never a mix.
+
+Between steps the cache stays in device tensors: each step writes the new token's keys and values
+into its slot and reorders beams by ``beam_rows``; per step only the token ids go in and the
+logits come out to choose the next tokens (``runtime.generation``). Once per call the source is
+padded to the parts' buckets, and the first step's cache is moved into the capacity's slots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AutotuneError
+from .generation import GenerationConfig, check_source, generate
+from .loader import CompiledModel
+from .loader import load as load_artifact
+
+FORMAT = "autotune-seq2seq/1"
+PART_NAMES = ("encoder", "first_step", "next_step")
+
+
+def is_generator_manifest(path: Path) -> bool:
+    """Whether ``path`` is a generator manifest (``compile --task seq2seq``'s ``NAME.json``)."""
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load(path: str | Path, trust_unverified: bool = False, expected_sha256: str | None = None,
+         public_key: str | Path | None = None):
+    """Load a compiled ``.so`` (a ``CompiledModel``) or a translation model's generator manifest
+    (a ``Translator``), after verifying it as ``runtime.loader.load`` describes; a generator's
+    parts must also have the sha256 its manifest pins."""
+    path = Path(path)
+    if is_generator_manifest(path):
+        if expected_sha256 is not None:
+            raise AutotuneError(f"{path}: pin a generator by its parts' hashes in its manifest (sign the "
+                                "manifest to protect it), not by one expected_sha256")
+        return Translator(path, public_key)
+    return load_artifact(path, trust_unverified, expected_sha256, public_key)
+
+
+class Translator:
+    """A loaded translation model: ``generate`` turns source token ids into target token ids."""
+
+    def __init__(self, manifest_path: Path, public_key: str | Path | None = None):
+        self.path = manifest_path
+        self.manifest = _read(manifest_path)
+        parts = self.manifest["parts"]
+        self.parts: dict[str, CompiledModel] = {
+            name: load_artifact(manifest_path.parent / parts[name]["file"], expected_sha256=parts[name]["sha256"],
+                                public_key=public_key) for name in PART_NAMES}
+        self.vocab = int(self.manifest["layout"]["vocab"])
+        self.max_new_tokens = int(self.manifest["ranges"]["max_new_tokens"])
+        self.tokens = self.manifest.get("tokens", {})
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, num_beams: int = 1,
+                 eos_token_id: int | list[int] | None = None, decoder_start_token_id: int | None = None,
+                 pad_token_id: int | None = None, length_penalty: float = 1.0,
+                 early_stopping: bool | str = False) -> np.ndarray:
+        """Target token ids ``[batch, 1 + generated]`` (starting with the decoder start token, padded
+        after each sentence's end) for source ``input_ids [batch, length]``, greedy or by beam
+        search, as transformers' ``generate``. Token ids default to the model's config. A bad
+        input raises ``AutotuneError`` and the model keeps serving."""
+        config = self._config(max_new_tokens, num_beams, eos_token_id, decoder_start_token_id, pad_token_id,
+                              length_penalty, early_stopping)
+        ids, mask = check_source(input_ids, attention_mask, self.vocab)
+        self._check_ranges(ids.shape[0] * num_beams, ids.shape[1])
+        steps = DeviceSteps(self.parts, ids.shape[0] * num_beams, ids.shape[1], max_new_tokens, self.vocab)
+        return generate(steps, ids, mask, config)
+
+    def _config(self, max_new_tokens, num_beams, eos, start, pad, length_penalty, early_stopping) -> GenerationConfig:
+        def token(given, key):
+            value = given if given is not None else self.tokens.get(key)
+            if value is None:
+                raise AutotuneError(f"{key} is not in the model's config: pass {key}=")
+            return value
+
+        eos_ids = token(eos, "eos_token_id")
+        config = GenerationConfig(int(max_new_tokens), int(token(start, "decoder_start_token_id")),
+                                  tuple(eos_ids) if isinstance(eos_ids, (list, tuple)) else (int(eos_ids),),
+                                  int(token(pad, "pad_token_id")), int(num_beams), float(length_penalty),
+                                  early_stopping)
+        config.check(self.vocab, self.max_new_tokens)
+        return config
+
+    def _check_ranges(self, rows: int, length: int) -> None:
+        ranges = self.manifest["ranges"]
+        low, high = ranges["batch"]
+        if not low <= rows <= high:
+            raise AutotuneError(f"batch × num_beams is {rows}, outside the batch range {low}..{high} this "
+                                f"model was compiled for")
+        low, high = ranges["source"]
+        if not low <= length <= high:
+            raise AutotuneError(f"input_ids has {length} tokens, outside the source length range {low}..{high} "
+                                "this model was compiled for")
+
+
+def _read(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise AutotuneError(f"{path}: cannot read the generator manifest: {err}") from None
+    missing = [p for p in PART_NAMES if p not in manifest.get("parts", {})]
+    if missing:
+        raise AutotuneError(f"{path}: the generator manifest lists no {', '.join(missing)} part")
+    if (manifest.get("validation") or {}).get("passed") is False:
+        raise AutotuneError(f"{path} failed its validation against ONNX Runtime when it was compiled; "
+                            "refusing to load it")
+    return manifest
+
+
+class DeviceSteps:
+    """The compiled parts as ``runtime.generation.Seq2SeqSteps``, for one ``generate`` call of
+    ``rows`` rows (sentences × beams), sources of ``length`` tokens and up to ``new_tokens``."""
+
+    def __init__(self, parts: dict[str, CompiledModel], rows: int, length: int, new_tokens: int, vocab: int):
+        import tvm
+
+        self._tvm = tvm
+        self.parts, self.rows, self.vocab = parts, rows, vocab
+        step = parts["next_step"]
+        wanted = {"batch_size": rows, "encoder_sequence_length": length, "cache_capacity": new_tokens}
+        self.sizes = {d: next(r for r in step.plan.ladders[d] if r >= wanted[d]) for d in step.plan.ladders}
+        self.bucket_rows, self.capacity = self.sizes["batch_size"], self.sizes["cache_capacity"]
+        self.position = 0
+        self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
+
+    def _device(self, array: np.ndarray):
+        return self._tvm.runtime.tensor(np.ascontiguousarray(array), self.parts["next_step"].device)
+
+    def _rows(self, array: np.ndarray, rows: int, fill) -> np.ndarray:
+        """``array`` with rows added up to ``rows`` (repeating the last, or ``fill``)."""
+        extra = rows - array.shape[0]
+        if extra <= 0:
+            return array
+        tail = np.repeat(array[-1:], extra, axis=0) if fill is None else np.full((extra, *array.shape[1:]), fill,
+                                                                                   array.dtype)
+        return np.concatenate([array, tail])
+
+    def _run(self, part: str, sizes: dict[str, int], arrays: dict[str, object]) -> dict[str, object]:
+        model = self.parts[part]
+        bucket = model.bucket_at({d: sizes[d] for d in model.plan.ladders})
+        args = [arrays[spec.name] if not isinstance(arrays[spec.name], np.ndarray) else self._device(arrays[spec.name])
+                for spec in model.input_specs]
+        return dict(zip(model.output_names, model.run_on_device(bucket.function, args)))
+
+    def encode(self, input_ids, attention_mask):
+        rows = self._bucket_for("encoder", input_ids.shape[0])
+        length = self.sizes["encoder_sequence_length"]
+        ids = np.pad(self._rows(input_ids, rows, None), [(0, 0), (0, length - input_ids.shape[1])])
+        mask = np.pad(self._rows(attention_mask, rows, None), [(0, 0), (0, length - input_ids.shape[1])])
+        out = self._run("encoder", {"batch_size": rows, "encoder_sequence_length": length},
+                        {"input_ids": ids, "attention_mask": mask})
+        return {"rows": input_ids.shape[0], "mask": mask, "hidden": out["last_hidden_state"]}
+
+    def _bucket_for(self, part: str, rows: int) -> int:
+        return next(r for r in self.parts[part].plan.ladders["batch_size"] if r >= rows)
+
+    def select(self, state: dict, rows: np.ndarray) -> dict:
+        if "hidden" in state:  # the encoder's states expanded to beams: once per call, on the host
+            return {"rows": len(rows), "mask": state["mask"][rows],
+                    "hidden": self._device(state["hidden"].numpy()[rows])}
+        self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
+        self.beam_rows[:len(rows)] = rows  # the next step reads the cache through these rows
+        return state
+
+    def first_step(self, tokens, encoded):
+        mask = self._rows(encoded["mask"], self.bucket_rows, None)
+        hidden = encoded["hidden"]
+        if hidden.shape[0] != self.bucket_rows:
+            hidden = self._device(self._rows(hidden.numpy()[:encoded["rows"]], self.bucket_rows, None))
+        out = self._run("first_step", self.sizes, {"input_ids": self._rows(tokens, self.bucket_rows, None),
+                                                   "encoder_attention_mask": mask, "encoder_hidden_states": hidden})
+        cache = {"encoder_attention_mask": self._device(mask)}
+        for name, value in out.items():
+            if name.startswith("present."):
+                cache[name.replace("present.", "past_key_values.", 1)] = (
+                    self._in_capacity(value) if ".decoder." in name else value)
+        self.position = 1
+        return out["logits"].numpy()[:self.rows, -1], cache
+
+    def _in_capacity(self, first: object) -> object:
+        """The first step's keys or values ``[rows, heads, 1, head]`` in slot 0 of the capacity."""
+        values = first.numpy()
+        cache = np.zeros(values.shape[:2] + (self.capacity,) + values.shape[3:], values.dtype)
+        cache[:, :, :1] = values
+        return self._device(cache)
+
+    def next_step(self, tokens, encoded, cache):
+        filled = np.zeros((self.bucket_rows, self.capacity), np.int64)
+        filled[:, :self.position] = 1
+        out = self._run("next_step", self.sizes, {
+            **cache, "input_ids": self._rows(tokens, self.bucket_rows, None),
+            "position_ids": np.array([self.position], np.int64), "cache_mask": filled,
+            "beam_rows": self.beam_rows})
+        self.position += 1
+        self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
+        grown = {name.replace("present.", "past_key_values.", 1): value for name, value in out.items()
+                 if name.startswith("present.")}
+        return out["logits"].numpy()[:self.rows, -1], {**cache, **grown}
