@@ -66,7 +66,11 @@ class _GraphBuilder:
 
     def weight(self, prefix: str, *shape: int, scale: float | None = None) -> str:
         std = scale if scale is not None else 1.0 / math.sqrt(shape[0])
-        return self.const(prefix, (self._rng.standard_normal(shape) * std).astype(np.float32))
+        return self.const(prefix, (self._rng_for(prefix).standard_normal(shape) * std).astype(np.float32))
+
+    def _rng_for(self, _prefix: str) -> np.random.Generator:
+        """Where weight ``prefix`` is drawn from: the one stream, in the order weights are made."""
+        return self._rng
 
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
         out = self.name(op_type.lower())
@@ -237,10 +241,8 @@ class _KeyedBuilder(_GraphBuilder):
         finally:
             self.prefix = saved
 
-    def weight(self, prefix: str, *shape: int, scale: float | None = None) -> str:
-        rng = np.random.default_rng([self.config.seed, zlib.crc32(f"{self.prefix}{prefix}".encode())])
-        std = scale if scale is not None else 1.0 / math.sqrt(shape[0])
-        return self.const(prefix, (rng.standard_normal(shape) * std).astype(np.float32))
+    def _rng_for(self, prefix: str) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, zlib.crc32(f"{self.prefix}{prefix}".encode())])
 
     def heads_of(self, x: str, name: str) -> str:
         """The projection ``name`` of ``x`` split into heads."""

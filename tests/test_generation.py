@@ -56,7 +56,6 @@ class _Recomputing:
 
     def __init__(self, layout):
         self.inner = OnnxRuntimeSteps(layout, 1)
-        self.vocab = layout.vocab
 
     def encode(self, input_ids, attention_mask):
         return self.inner.encode(input_ids, attention_mask)

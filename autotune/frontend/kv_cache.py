@@ -30,7 +30,7 @@ from ..errors import AutotuneError
 
 CAPACITY = "cache_capacity"  # the dim name of the cache's slots in the rewritten graph
 POSITION, CACHE_MASK, BEAM_ROWS = "position_ids", "cache_mask", "beam_rows"
-_SELF_CACHE = re.compile(r"^present\.(\d+)\.decoder\.(key|value)$")
+_DECODER_CACHE = re.compile(r"^(past_key_values|present)\.\d+\.decoder\.(key|value)$")  # self-attention's
 _PASS_THROUGH = {"Transpose", "Mul", "Div", "Reshape", "Identity", "Cast"}  # between a key and its scores
 _LOWEST = float(np.finfo(np.float32).min)
 
@@ -215,8 +215,7 @@ def _slot_mask(g: _Graph, cache: str) -> str:
 def _set_capacity_dims(g: _Graph) -> None:
     """The self-attention cache's length dim is the capacity, in its inputs and outputs alike."""
     for value in [*g.graph.input, *g.graph.output]:
-        found = re.match(r"^(past_key_values|present)\.\d+\.decoder\.(key|value)$", value.name)
-        if found:
+        if _DECODER_CACHE.match(value.name):
             value.type.tensor_type.shape.dim[2].Clear()
             value.type.tensor_type.shape.dim[2].dim_param = CAPACITY
 

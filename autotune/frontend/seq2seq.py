@@ -152,7 +152,6 @@ class OnnxRuntimeSteps:
     def __init__(self, layout: Seq2SeqLayout, threads: int):
         from .onnx_file import onnxruntime_session
 
-        self.vocab = layout.vocab
         self._sessions = {name: onnxruntime_session(layout.part(name), threads) for name in PARTS}
         self._written = [o.name for o in self._sessions["first_step"].get_outputs()[1:]]
         self._grown = [o.name for o in self._sessions["next_step"].get_outputs()[1:]]

@@ -24,7 +24,7 @@ from ..common.results import Result
 from ..errors import AutotuneError, ValidationFailed
 from ..frontend.buckets import DimRange, parse_dims
 from ..frontend.seq2seq import OnnxRuntimeSteps, Seq2SeqLayout, read_seq2seq
-from ..runtime.generation import GenerationConfig, generate
+from ..runtime.generation import GenerationConfig, generate, token_ids
 from ..runtime.generator import FORMAT, PART_NAMES, Translator
 from .compile import CompileOptions, compile
 
@@ -133,7 +133,7 @@ def _check_generator(layout: Seq2SeqLayout, manifest: dict, manifest_path: Path,
     reference = OnnxRuntimeSteps(layout, 1)
     tokens = layout.tokens
     config = GenerationConfig(new_tokens, int(tokens.get("decoder_start_token_id", 0)),
-                              _as_tuple(tokens.get("eos_token_id", 1)), int(tokens.get("pad_token_id", 0)))
+                              token_ids(tokens.get("eos_token_id", 1)), int(tokens.get("pad_token_id", 0)))
     rng = np.random.default_rng(0)
     same = total = 0
     for batch_rows, source_length in _check_sizes(rows, length, rng):
@@ -164,10 +164,6 @@ def _check_sizes(rows: DimRange, length: DimRange, rng) -> list[tuple[int, int]]
 
 def _widened(tokens: np.ndarray, width: int, config: GenerationConfig) -> np.ndarray:
     return np.pad(tokens, [(0, 0), (0, width - tokens.shape[1])], constant_values=config.pad_token_id)
-
-
-def _as_tuple(value) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
 
 
 def _publish(manifest_path: Path, manifest: dict) -> None:

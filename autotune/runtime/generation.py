@@ -27,8 +27,6 @@ NEG_INF = -1.0e9  # the score of a beam that must not be chosen (transformers' v
 class Seq2SeqSteps(Protocol):
     """The parts of an encoder-decoder model as the search drives them."""
 
-    vocab: int
-
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> object:
         """The encoder state of a batch (its hidden states and mask, as the steps keep them)."""
 
@@ -70,6 +68,11 @@ class GenerationConfig:
         for name, ids in named.items():
             if not ids or any(not 0 <= i < vocab for i in ids):
                 raise AutotuneError(f"{name} {ids} is outside the vocabulary [0, {vocab - 1}]")
+
+
+def token_ids(value: int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """One token id or several (a config's ``eos_token_id`` may be either) as a tuple."""
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
 
 
 def check_source(input_ids, attention_mask, vocab: int) -> tuple[np.ndarray, np.ndarray]:

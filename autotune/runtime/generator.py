@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AutotuneError
-from .generation import GenerationConfig, check_source, generate
+from .generation import GenerationConfig, check_source, generate, token_ids
 from .loader import CompiledModel
 from .loader import load as load_artifact
 
@@ -78,7 +78,7 @@ class Translator:
                               length_penalty, early_stopping)
         ids, mask = check_source(input_ids, attention_mask, self.vocab)
         self._check_ranges(ids.shape[0] * num_beams, ids.shape[1])
-        steps = DeviceSteps(self.parts, ids.shape[0] * num_beams, ids.shape[1], max_new_tokens, self.vocab)
+        steps = DeviceSteps(self.parts, ids.shape[0] * num_beams, ids.shape[1], max_new_tokens)
         return generate(steps, ids, mask, config)
 
     def _config(self, max_new_tokens, num_beams, eos, start, pad, length_penalty, early_stopping) -> GenerationConfig:
@@ -88,10 +88,8 @@ class Translator:
                 raise AutotuneError(f"{key} is not in the model's config: pass {key}=")
             return value
 
-        eos_ids = token(eos, "eos_token_id")
         config = GenerationConfig(int(max_new_tokens), int(token(start, "decoder_start_token_id")),
-                                  tuple(eos_ids) if isinstance(eos_ids, (list, tuple)) else (int(eos_ids),),
-                                  int(token(pad, "pad_token_id")), int(num_beams), float(length_penalty),
+                                  token_ids(token(eos, "eos_token_id")), int(token(pad, "pad_token_id")), int(num_beams), float(length_penalty),
                                   early_stopping)
         config.check(self.vocab, self.max_new_tokens)
         return config
@@ -126,14 +124,14 @@ class DeviceSteps:
     """The compiled parts as ``runtime.generation.Seq2SeqSteps``, for one ``generate`` call of
     ``rows`` rows (sentences × beams), sources of ``length`` tokens and up to ``new_tokens``."""
 
-    def __init__(self, parts: dict[str, CompiledModel], rows: int, length: int, new_tokens: int, vocab: int):
+    def __init__(self, parts: dict[str, CompiledModel], rows: int, length: int, new_tokens: int):
         import tvm
 
         self._tvm = tvm
-        self.parts, self.rows, self.vocab = parts, rows, vocab
+        self.parts, self.rows = parts, rows
         step = parts["next_step"]
         wanted = {"batch_size": rows, "encoder_sequence_length": length, "cache_capacity": new_tokens}
-        self.sizes = {d: next(r for r in step.plan.ladders[d] if r >= wanted[d]) for d in step.plan.ladders}
+        self.sizes = {d: _rung(rungs, wanted[d]) for d, rungs in step.plan.ladders.items()}
         self.bucket_rows, self.capacity = self.sizes["batch_size"], self.sizes["cache_capacity"]
         self.position = 0
         self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
@@ -141,14 +139,10 @@ class DeviceSteps:
     def _device(self, array: np.ndarray):
         return self._tvm.runtime.tensor(np.ascontiguousarray(array), self.parts["next_step"].device)
 
-    def _rows(self, array: np.ndarray, rows: int, fill) -> np.ndarray:
-        """``array`` with rows added up to ``rows`` (repeating the last, or ``fill``)."""
-        extra = rows - array.shape[0]
-        if extra <= 0:
-            return array
-        tail = np.repeat(array[-1:], extra, axis=0) if fill is None else np.full((extra, *array.shape[1:]), fill,
-                                                                                   array.dtype)
-        return np.concatenate([array, tail])
+    def _rows(self, array: np.ndarray) -> np.ndarray:
+        """``array`` with its last row repeated up to the bucket's rows (padded rows are ignored)."""
+        extra = self.bucket_rows - array.shape[0]
+        return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)]) if extra > 0 else array
 
     def _run(self, part: str, sizes: dict[str, int], arrays: dict[str, object]) -> dict[str, object]:
         model = self.parts[part]
@@ -158,32 +152,25 @@ class DeviceSteps:
         return dict(zip(model.output_names, model.run_on_device(bucket.function, args)))
 
     def encode(self, input_ids, attention_mask):
-        rows = self._bucket_for("encoder", input_ids.shape[0])
-        length = self.sizes["encoder_sequence_length"]
-        ids = np.pad(self._rows(input_ids, rows, None), [(0, 0), (0, length - input_ids.shape[1])])
-        mask = np.pad(self._rows(attention_mask, rows, None), [(0, 0), (0, length - input_ids.shape[1])])
-        out = self._run("encoder", {"batch_size": rows, "encoder_sequence_length": length},
-                        {"input_ids": ids, "attention_mask": mask})
-        return {"rows": input_ids.shape[0], "mask": mask, "hidden": out["last_hidden_state"]}
-
-    def _bucket_for(self, part: str, rows: int) -> int:
-        return next(r for r in self.parts[part].plan.ladders["batch_size"] if r >= rows)
+        encoder = self.parts["encoder"]
+        bucket = encoder.bucket_at({"batch_size": _rung(encoder.plan.ladders["batch_size"], input_ids.shape[0]),
+                                    "encoder_sequence_length": self.sizes["encoder_sequence_length"]})
+        padded = encoder.plan.pad({"input_ids": input_ids, "attention_mask": attention_mask}, bucket)
+        out = self._run("encoder", bucket.dims, padded)
+        return {"mask": padded["attention_mask"], "hidden": out["last_hidden_state"]}
 
     def select(self, state: dict, rows: np.ndarray) -> dict:
         if "hidden" in state:  # the encoder's states expanded to beams: once per call, on the host
-            return {"rows": len(rows), "mask": state["mask"][rows],
-                    "hidden": self._device(state["hidden"].numpy()[rows])}
+            return {"mask": self._rows(state["mask"][rows]),
+                    "hidden": self._device(self._rows(state["hidden"].numpy()[rows]))}
         self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
         self.beam_rows[:len(rows)] = rows  # the next step reads the cache through these rows
         return state
 
     def first_step(self, tokens, encoded):
-        mask = self._rows(encoded["mask"], self.bucket_rows, None)
-        hidden = encoded["hidden"]
-        if hidden.shape[0] != self.bucket_rows:
-            hidden = self._device(self._rows(hidden.numpy()[:encoded["rows"]], self.bucket_rows, None))
-        out = self._run("first_step", self.sizes, {"input_ids": self._rows(tokens, self.bucket_rows, None),
-                                                   "encoder_attention_mask": mask, "encoder_hidden_states": hidden})
+        mask = encoded["mask"]  # the encoder's bucket: the steps' rows (beams: ``select`` made it so)
+        out = self._run("first_step", self.sizes, {"input_ids": self._rows(tokens), "encoder_attention_mask": mask,
+                                                   "encoder_hidden_states": encoded["hidden"]})
         cache = {"encoder_attention_mask": self._device(mask)}
         for name, value in out.items():
             if name.startswith("present."):
@@ -203,7 +190,7 @@ class DeviceSteps:
         filled = np.zeros((self.bucket_rows, self.capacity), np.int64)
         filled[:, :self.position] = 1
         out = self._run("next_step", self.sizes, {
-            **cache, "input_ids": self._rows(tokens, self.bucket_rows, None),
+            **cache, "input_ids": self._rows(tokens),
             "position_ids": np.array([self.position], np.int64), "cache_mask": filled,
             "beam_rows": self.beam_rows})
         self.position += 1
@@ -211,3 +198,8 @@ class DeviceSteps:
         grown = {name.replace("present.", "past_key_values.", 1): value for name, value in out.items()
                  if name.startswith("present.")}
         return out["logits"].numpy()[:self.rows, -1], {**cache, **grown}
+
+
+def _rung(rungs: list[int], value: int) -> int:
+    """The smallest bucket value of a ladder that holds ``value``."""
+    return next(r for r in rungs if r >= value)
