@@ -257,3 +257,10 @@ def test_a_tampered_part_is_refused_at_load(tmp_path, compiled_generator):
     part.write_bytes(part.read_bytes() + b"\0")
     with pytest.raises(AutotuneError, match="is not the pinned artifact"):
         autotune.load(copy)
+
+
+def test_max_new_tokens_defaults_to_the_most_the_generator_was_compiled_for(compiled_generator):
+    import autotune
+
+    tokens = autotune.load(compiled_generator[0]).generate(np.array([[3, 4, 5]]))
+    assert tokens.shape[1] <= 1 + 6

@@ -66,14 +66,16 @@ class Translator:
         self.max_new_tokens = int(self.manifest["ranges"]["max_new_tokens"])
         self.tokens = self.manifest.get("tokens", {})
 
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, num_beams: int = 1,
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None, num_beams: int = 1,
                  eos_token_id: int | list[int] | None = None, decoder_start_token_id: int | None = None,
                  pad_token_id: int | None = None, length_penalty: float = 1.0,
                  early_stopping: bool | str = False) -> np.ndarray:
         """Target token ids ``[batch, 1 + generated]`` (starting with the decoder start token, padded
         after each sentence's end) for source ``input_ids [batch, length]``, greedy or by beam
         search, as transformers' ``generate``. Token ids default to the model's config. A bad
-        input raises ``AutotuneError`` and the model keeps serving."""
+        input raises ``AutotuneError`` and the model keeps serving. ``max_new_tokens`` defaults to
+        the most the model was compiled for."""
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         config = self._config(max_new_tokens, num_beams, eos_token_id, decoder_start_token_id, pad_token_id,
                               length_penalty, early_stopping)
         ids, mask = check_source(input_ids, attention_mask, self.vocab)
