@@ -49,6 +49,12 @@ class Backend(ABC):
 
         return [RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)]
 
+    def search_space(self, mod, target):
+        """MetaSchedule's design-space generator for the task ``mod``: the target's default rules."""
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.space_generator.PostOrderApply(postprocs=self.search_postprocs(target))
+
     def search_postprocs(self, target) -> list:
         """MetaSchedule's postprocessors for candidates of this backend."""
         from tvm.s_tir import meta_schedule as ms

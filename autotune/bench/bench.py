@@ -11,8 +11,9 @@ from ..errors import AutotuneError
 from .timing import (BenchConfig, StreamStats, SystemStats, runs_of, summarize, time_in_turns, time_runs,
                      time_streams, turn_ratios)
 
-PEERS = ("onnxruntime", "untuned")
-RESERVED = ("autotune", "onnxruntime", "untuned_tvm")  # the systems' names in a result
+PEERS = ("onnxruntime", "untuned")  # the default peers (``peers.PEERS_ALL``: every one there is)
+RESERVED = ("autotune", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_fp32",
+            "untuned_tvm")  # the systems' names in a result
 
 
 @dataclass
@@ -93,7 +94,7 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     from ..frontend.inputs import inputs_from_file, manifest_inputs
     from ..runtime.loader import load
     from ..targets.host import usable_cores
-    from .peers import onnxruntime_runner, untuned_runner
+    from .peers import TURN_PEERS, turn_runner, untuned_runner
 
     if "untuned" in peers:
         import tvm.relax  # noqa: F401  (the compiler, loaded before the runtime-only loader runs)
@@ -110,8 +111,8 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     runners = {"autotune": lambda: compiled(inputs)}
     for name, other in _others(others or {}, inputs).items():
         runners[name] = (lambda model: lambda: model(inputs))(other)
-    if "onnxruntime" in peers:
-        runners["onnxruntime"] = onnxruntime_runner(source, inputs, threads)
+    for peer in (p for p in TURN_PEERS if p in peers):
+        runners[peer] = turn_runner(peer, source, inputs, threads)
     turns = time_in_turns(runners, config)
     results = {name: summarize(runs_of(system), batch) for name, system in turns.items()}
     if "untuned" in peers:

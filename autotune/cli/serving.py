@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..bench.peers import PEERS_ALL
 from ..errors import AutotuneError
 from .args import add_output_options, add_target, duration_arg, named_path, positive_int, table, target_of
 from .tuning import print_progress
@@ -33,7 +34,7 @@ def run_bench(args):
     others = dict(args.other)
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
-    peers = () if args.no_peers else PEERS
+    peers = () if args.no_peers else args.peers or PEERS
     if args.shapes or (args.inputs is None and Path(args.artifact).is_file()
                         and read_manifest(Path(args.artifact)).shape_plan):
         over = bench_shapes(args.artifact, args.shapes, config, args.model, peers, others)
@@ -70,6 +71,18 @@ def _turn_range(ratios: dict | None) -> str:
     return f"{ratios['median']:.3f} ({ratios['lowest']:.3f}-{ratios['highest']:.3f})" if ratios else ""
 
 
+def peer_list(text: str) -> tuple[str, ...]:
+    """``--peers``: comma-separated names of ``PEERS_ALL``."""
+    import argparse
+
+    peers = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in peers if p not in PEERS_ALL]
+    if not peers or unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown) or repr(text)}: "
+                                         f"choose from {','.join(PEERS_ALL)}")
+    return peers
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="latency percentiles and throughput vs ONNX Runtime and untuned TVM")
     p.add_argument("artifact", help="compiled .so (with its manifest beside it)")
@@ -79,6 +92,9 @@ def add_bench(sub) -> None:
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
+    p.add_argument("--peers", type=peer_list, metavar="PEER,PEER",
+                   help=f"the peers to time, of {','.join(PEERS_ALL)} (default: onnxruntime,untuned; "
+                        "openvino is its CPU default precision, bf16 on AVX512-BF16 CPUs)")
     p.add_argument("--inputs", metavar="X.npz", help="run every system on these inputs (one array "
                    "per input name; default: random inputs the model accepts)")
     p.add_argument("--shapes", metavar="SHAPE,SHAPE",

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..schedules import bf16
+
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
 FUNCTION_NAME = "fused_attention"
@@ -214,7 +216,8 @@ def _key_projection(block: _Block, key) -> tuple[list, object] | None:
         return None
     bias = block.call(projected, {"relax.add"})
     operands = bias.value.args if bias is not None else [projected]
-    matmuls = [m for a in operands if (m := block.call(a, {"relax.matmul"})) is not None]
+    matmuls = [m for a in operands if (m := block.call(a, {"relax.matmul", "relax.call_tir"})) is not None
+               and _computes(m.value, "relax.matmul", bf16.KERNEL)]
     if len(matmuls) != 1:
         return None
     return [*matmuls, *([bias] if bias is not None else []), *chain], block.producer[key]

@@ -87,7 +87,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
-    passes = [guard_indices(target), precision_pass(precision), relax.transform.DecomposeOpsForInference(),
+    passes = [guard_indices(target), precision_pass(precision, target), relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:

@@ -9,6 +9,7 @@ compile takes the fastest record per task.
 * attention (``schedules.attention``; ``frontend.attention``'s task: two matmuls with softmax
   between): per block of a few query rows, in parallel, scores, mask, softmax and the product with
   V end to end in L1;
+* bf16 matmuls (``schedules.bf16``: ``vdpbf16ps`` register tiles down each column panel);
 * matmul-like (``schedules.matmul``; one reduction block, epilogue after it): a register tile
   swept down a column panel one K block at a time, the next panel's weights prefetched;
 * softmax- and LayerNorm-like (``schedules.rows``; row reductions feeding an injective block):
@@ -24,10 +25,12 @@ import math
 from collections.abc import Callable
 
 from .attention import attention
+from .bf16 import bf16_matmul
 from .matmul import matmul
 from .rows import injective, reduction, row_reduction
 
-RULES: tuple[Callable, ...] = (attention, matmul, row_reduction, reduction, injective)
+RULES: tuple[Callable, ...] = (attention, bf16_matmul, matmul, row_reduction, reduction, injective)
+PACKED_BY_THE_GRAPH = frozenset({bf16_matmul})  # their weights come packed: no layout rewrite
 # Unmeasured, a default runs in parallel from this much work, where a parallel region's start-up
 # (microseconds) is small against the kernel (docs/measurements.md: where the threshold came from).
 PARALLEL_MIN_FLOPS = 5e5
@@ -61,7 +64,7 @@ def _variants(mod, target) -> dict[bool, object]:
             except Exception:  # noqa: BLE001 - a rule that does not fit this task gives nothing
                 sch = None
             if sch is not None:
-                found[parallel] = _prepack_weights(sch)
+                found[parallel] = sch if rule in PACKED_BY_THE_GRAPH else _prepack_weights(sch)
         if found:
             return found
     return {}

@@ -26,12 +26,12 @@ def column_tile(extent: int, lanes: int, group: int | None = None) -> int:
     """Two vectors, else one, else the largest divisor that fits two vectors; with a column
     ``group``, two vectors or one only where panels of that width do not straddle groups."""
     for tile in (lanes * VECTORS_PER_TILE, lanes):
-        if extent % tile == 0 and _panels_fit_groups(tile, group):
+        if extent % tile == 0 and panels_fit_groups(tile, group):
             return tile
     return largest_divisor(extent, lanes * VECTORS_PER_TILE)
 
 
-def _panels_fit_groups(panel: int, group: int | None) -> bool:
+def panels_fit_groups(panel: int, group: int | None) -> bool:
     """Whether column panels of width ``panel`` each lie within one group of ``group`` columns or
     cover whole groups (always, where the epilogue keeps the columns as they are: ``None``; never
     where its mapping is unknown: 0)."""
@@ -55,7 +55,7 @@ def matmul(mod, target, parallel: bool):
     inline_producers(sch, block)
     lanes = vector_lanes(target)
     *batch, rows, cols, reduction = sch.get_loops(block)
-    group = _epilogue_column_group(sch, block)
+    group = epilogue_column_group(sch, block)
     row_tile, col_tile = _matmul_tile(loop_extent(sch, rows), loop_extent(sch, cols), lanes, group)
     if batch and loop_extent(sch, cols) // col_tile >= PANELS_PER_CORE * target_cores(target):
         rows, batch = sch.fuse(*batch, rows), []  # enough panels: a weight block serves every batch row
@@ -69,12 +69,7 @@ def matmul(mod, target, parallel: bool):
     panel = sch.fuse(*batch, col_out) if batch else col_out
     if parallel:
         sch.parallel(panel)
-    for consumer in sch.get_consumers(block):
-        if _panels_fit_groups(col_tile, group):
-            sch.reverse_compute_at(consumer, panel)
-        elif parallel:  # its own nest after the matmul, as an injective task gets
-            sch.parallel(sch.fuse(*sch.get_loops(consumer)[:-1]))
-        vectorize_inner(sch, consumer, lanes)
+    attach_epilogue(sch, block, panel, panels_fit_groups(col_tile, group), parallel, lanes)
     sch.unroll(row_in)
     _vectorize_columns(sch, col_in, lanes)
     sch.decompose_reduction(block, k_out)
@@ -82,17 +77,29 @@ def matmul(mod, target, parallel: bool):
     return sch
 
 
+def attach_epilogue(sch, block, panel, per_panel: bool, parallel: bool, lanes: int) -> None:
+    """``block``'s consumers computed per column ``panel`` (where ``per_panel``: its panels fit the
+    epilogue's column groups), else each in its own nest after the matmul (in parallel where the
+    matmul is), the inner axis vectorised."""
+    for consumer in sch.get_consumers(block):
+        if per_panel:
+            sch.reverse_compute_at(consumer, panel)
+        elif parallel:  # its own nest after the matmul, as an injective task gets
+            sch.parallel(sch.fuse(*sch.get_loops(consumer)[:-1]))
+        vectorize_inner(sch, consumer, lanes)
+
+
 def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[int, int]:
     """(rows, columns) of the register tile: ``WIDE_TILE`` where it divides the output and its
     panels fit the epilogue's column ``group``, else ROWS (or fewer) rows × ``_column_tile``."""
     wide_rows, wide_vectors = WIDE_TILE
     wide_cols = wide_vectors * lanes
-    if rows % wide_rows == 0 and cols % wide_cols == 0 and _panels_fit_groups(wide_cols, group):
+    if rows % wide_rows == 0 and cols % wide_cols == 0 and panels_fit_groups(wide_cols, group):
         return wide_rows, wide_cols
     return min(ROWS, rows), column_tile(cols, lanes, group)
 
 
-def _epilogue_column_group(sch, block) -> int | None:
+def epilogue_column_group(sch, block) -> int | None:
     """The width of the column runs that ``block``'s epilogue maps onto an axis of its own output
     (a head's width, where the columns split into heads), ``None`` where it keeps the layout.
 

@@ -80,8 +80,7 @@ class _Search:
         strategy = self.ms.search_strategy.EvolutionarySearch(
             population_size=config.population_size, init_min_unmeasured=config.init_min_unmeasured,
             genetic_num_iters=config.genetic_num_iters)
-        postprocs = backend_for(task.target).search_postprocs(task.target)
-        space = self.ms.space_generator.PostOrderApply(postprocs=postprocs)
+        space = backend_for(task.target).search_space(task.mod, task.target)
         return self.ms.TuneContext(mod=task.mod, target=task.target, space_generator=space,
                                    search_strategy=strategy, task_name=task.name,
                                    rand_state=config.seed + index, num_threads=target_cores(task.target))
