@@ -81,7 +81,8 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
             validate: bool = True, rtol: float | None = None, atol: float | None = None,
             fusion: str = "full", pins: Sequence[str] = (), precision: str = "fp32",
             max_rel_err: float | None = None, min_cosine: float | None = None,
-            inputs: str | Path | None = None, trust_runners: Sequence[str] | None = None) -> CompileResult:
+            inputs: str | Path | None = None, trust_runners: Sequence[str] | None = None,
+            min_sentence_cosine: float | None = None) -> CompileResult:
     """Build the model with the database's chosen records, validate it against ONNX Runtime, and
     only then put it at ``output`` with its manifest (``output.json``).
 
@@ -92,6 +93,9 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
         rtol, atol: fp32 tolerances (default ``autotune.common.tolerances``).
         pins: manual schedule names to use wherever they have a record, even when slower.
         max_rel_err, min_cosine: reduced-precision limits (defaults per precision).
+        min_sentence_cosine: reduced precision, the lowest cosine of a real sentence's mean-pooled
+            embedding to fp32's (checked where the shipped sentences fit the model; default per
+            precision, ``autotune.common.tolerances.MIN_SENTENCE_COSINE``).
         inputs: an ``.npz`` of validation inputs (default: random inputs the model accepts).
         trust_runners: build only from records these runners timed (default: all, or only local
             ones where servers of more than one RPC key timed records of this target).
@@ -110,7 +114,8 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
 
     options = CompileOptions(shapes, target, db, validate, RTOL if rtol is None else rtol,
                              ATOL if atol is None else atol, fusion, tuple(pins), precision, max_rel_err,
-                             min_cosine, inputs, tuple(trust_runners) if trust_runners is not None else None)
+                             min_cosine, inputs, tuple(trust_runners) if trust_runners is not None else None,
+                             min_sentence_cosine)
     return run(model, output, options)
 
 

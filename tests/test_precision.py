@@ -12,6 +12,7 @@ import pytest
 
 import autotune
 from autotune.cli import main
+from autotune.deploy import text_accuracy
 from autotune.models import ModelConfig, write_example
 from autotune.schedules import bf16
 from autotune.targets.host import lacking_on_host
@@ -100,4 +101,36 @@ def test_too_strict_tolerance_is_refused_with_exit_3(tiny_encoder, tmp_path, cap
     assert code == 3
     err = capsys.readouterr().err
     assert "(bf16) does not match ONNX Runtime fp32" in err and "min cosine" in err
+    assert not (tmp_path / "strict.so").exists()
+
+
+def test_real_sentences_ship_tokenized_and_compare_embeddings():
+    vocab, sentences = text_accuracy.tokenized_sentences()
+    assert vocab == 30522 and len(sentences) >= 30
+    assert all(ids[0] == 101 and ids[-1] == 102 for ids in sentences)  # [CLS] ... [SEP]
+    rng = np.random.default_rng(0)
+    reference = [rng.standard_normal((len(ids), 8)) for ids in sentences]
+    same = text_accuracy.compare_embeddings(reference, reference)
+    assert same.sentence_cosine_min == pytest.approx(1.0) and same.similarity_spearman == pytest.approx(1.0)
+    noisy = text_accuracy.compare_embeddings([r + 0.3 * rng.standard_normal(r.shape) for r in reference],
+                                             reference)
+    assert noisy.token_cosine_min < noisy.token_cosine_mean < 0.99 and noisy.similarity_spearman < 0.99
+
+
+@needs_bf16
+def test_bf16_is_judged_on_real_sentences_and_refused_past_the_users_limit(tmp_path, capsys):
+    """A BERT-style model with the sentences' vocabulary: compile reports real-text accuracy, and
+    a sentence-cosine limit it cannot reach stops the deployment (exit 3, nothing written)."""
+    model = write_example("bert", tmp_path / "bert.onnx", ModelConfig(
+        vocab=30522, d_model=64, heads=2, ffn=128, encoder_layers=1, decoder_layers=0, max_positions=64))
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    shapes = {"input_ids": (1, 32), "attention_mask": (1, 32), "token_type_ids": (1, 32)}
+    summary = autotune.compile(model, tmp_path / "bert.so", shapes, "host", db, precision="bf16")
+    text = summary["validation"]["text_accuracy"]
+    assert text["sentences"] >= 30 and 0.999 <= text["sentence_cosine_min"] < 1.0
+    assert text["token_cosine_min"] <= text["token_cosine_mean"] and summary["validation"]["passed"]
+    flags = [f"--shape={n}=1x32" for n in shapes]
+    code = main(["compile", str(model), *flags, "--precision", "bf16", "--db", db,
+                 "-o", str(tmp_path / "strict.so"), "--min-sentence-cosine", "0.99999999"])
+    assert code == 3 and "real sentences" in capsys.readouterr().err
     assert not (tmp_path / "strict.so").exists()

@@ -126,7 +126,8 @@ def run_compile(args):
     given = shapes(args.shape)
     options = CompileOptions(None if args.task == "seq2seq" else given, target_of(args, space), args.db,
                              not args.no_validate, rtol, atol, args.fusion, space.pin if space else (),
-                             args.precision, args.max_rel_err, args.min_cosine, args.inputs, args.trust_runners)
+                             args.precision, args.max_rel_err, args.min_cosine, args.inputs, args.trust_runners,
+                             args.min_sentence_cosine)
     if args.task == "seq2seq":
         return _compile_seq2seq(args, given, options)
     summary = compile(args.model, args.output, options)
@@ -180,6 +181,9 @@ def add_compile(sub) -> None:
                    "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol)")
     p.add_argument("--min-cosine", type=float, help="lowest cosine similarity allowed per output "
                    "(default: fp16 0.999, bf16 0.99)")
+    p.add_argument("--min-sentence-cosine", type=float,
+                   help="reduced precision: lowest cosine of a real sentence's mean-pooled embedding to "
+                        "fp32's, on the shipped sentences where they fit the model (default 0.999)")
     p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
                    help="build only from records these runners timed: local, rpc:KEY (default: all, "
                         "or local only where servers of several RPC keys timed records)")

@@ -16,3 +16,12 @@ def reduced_precision_limits(precision: str, max_rel_err: float | None,
     default_rel, default_cos = REDUCED_PRECISION.get(precision, (None, None))
     return (max_rel_err if max_rel_err is not None else default_rel,
             min_cosine if min_cosine is not None else default_cos)
+
+# On real sentences (``deploy.text_accuracy``): the lowest cosine of a sentence's mean-pooled
+# embedding to fp32's that a reduced-precision build may have.
+MIN_SENTENCE_COSINE = {"fp16": 0.999, "bf16": 0.999, "int8": 0.99}
+
+
+def sentence_cosine_limit(precision: str, given: float | None) -> float | None:
+    """The user's limit where given, else ``precision``'s default (none for fp32)."""
+    return given if given is not None else MIN_SENTENCE_COSINE.get(precision)

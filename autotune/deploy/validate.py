@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..common.results import Result
+from ..common.results import OMIT_NONE, Result
 from ..common.text import one_line
 from ..common.tolerances import ATOL, RTOL
 from ..errors import AutotuneError
@@ -16,6 +16,7 @@ from ..frontend.importer import ImportedModel
 from ..frontend.inputs import random_inputs
 from ..frontend.onnx_file import onnxruntime_session
 from ..runtime.loader import load
+from . import text_accuracy
 
 
 @dataclass
@@ -35,11 +36,15 @@ class Validation(Result):
     max_rel_tol: float | None
     min_cosine_tol: float | None
     passed: bool
+    # reduced precision, on the shipped real sentences where they fit the model (``text_accuracy``)
+    text_accuracy: dict | None = field(default=None, metadata=OMIT_NONE)
+    min_sentence_cosine_tol: float | None = field(default=None, metadata=OMIT_NONE)
 
     def tolerance(self) -> str:
         if self.max_rel_tol is None and self.min_cosine_tol is None:
             return f"rtol {self.rtol}, atol {self.atol}"
-        return f"max rel error {self.max_rel_tol}, min cosine {self.min_cosine_tol}"
+        text = f", sentence cosine {self.min_sentence_cosine_tol}" if self.text_accuracy else ""
+        return f"max rel error {self.max_rel_tol}, min cosine {self.min_cosine_tol}{text}"
 
 
 def compare_outputs(ours: dict[str, np.ndarray], reference: list[np.ndarray], names: list[str],
@@ -66,10 +71,13 @@ def compare_outputs(ours: dict[str, np.ndarray], reference: list[np.ndarray], na
 def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = RTOL,
              atol: float = ATOL, max_rel_tol: float | None = None,
              min_cosine_tol: float | None = None,
-             inputs: dict[str, np.ndarray] | None = None) -> Validation:
+             inputs: dict[str, np.ndarray] | None = None,
+             min_sentence_cosine_tol: float | None = None) -> Validation:
     """Run the artifact and ONNX Runtime on ``inputs`` (default: inputs the model accepts,
     ``frontend.random_inputs``; for a range artifact, at each of ``validation_sizes``) and compare;
-    the result is the worst over the shapes."""
+    the result is the worst over the shapes. With ``min_sentence_cosine_tol`` (reduced precision),
+    the model's first output is also compared on real sentences where they fit the model
+    (``text_accuracy``), and their lowest sentence cosine must reach it."""
     artifact = load(so_path)
     session = onnxruntime_session(model.path, threads)
     names = [o.name for o in model.outputs]
@@ -82,7 +90,16 @@ def validate(so_path: Path, model: ImportedModel, threads: int, rtol: float = RT
             raise AutotuneError(f"ONNX Runtime cannot run {model.path} on the validation inputs: "
                                 f"{one_line(err)}") from None
         results.append(compare_outputs(artifact(each), reference, names, rtol, atol, max_rel_tol, min_cosine_tol))
-    return _worst(results)
+    worst = _worst(results)
+    if min_sentence_cosine_tol is None or not text_accuracy.applies(model.inputs):
+        return worst
+    first = names[0]
+    accuracy = text_accuracy.measure(lambda each: artifact(each)[first],
+                                     lambda each: session.run([first], each)[0], model.inputs)
+    if accuracy is None:
+        return worst
+    return replace(worst, text_accuracy=accuracy.as_dict(), min_sentence_cosine_tol=min_sentence_cosine_tol,
+                   passed=worst.passed and accuracy.sentence_cosine_min >= min_sentence_cosine_tol)
 
 
 def _validation_specs(model: ImportedModel) -> list[list]:

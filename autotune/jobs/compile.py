@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..backends import backend_for
 from ..common.results import Result
-from ..common.tolerances import ATOL, RTOL, reduced_precision_limits
+from ..common.tolerances import ATOL, RTOL, reduced_precision_limits, sentence_cosine_limit
 from ..errors import ValidationFailed
 from ..store import jobs as job_rows
 from ..store.engine import Store
@@ -36,6 +36,7 @@ class CompileOptions:
     min_cosine: float | None = None
     inputs: str | Path | None = None  # an .npz of validation inputs (default: inputs the model accepts)
     trust_runners: Sequence[str] | None = None  # only records these runners timed (default: trusted_runners)
+    min_sentence_cosine: float | None = None  # reduced precision, on real sentences (default per precision)
 
 
 @dataclass
@@ -114,6 +115,12 @@ def _route_to_faster_buckets(staged, prepared) -> None:
     staged.record_shape_plan(plan)
 
 
+def _on_real_text(result) -> str:
+    text = result.text_accuracy
+    return (f", lowest sentence cosine {text['sentence_cosine_min']:.6f} on {text['sentences']} real "
+            f"sentences" if text else "")
+
+
 def _validate(staged, prepared, options: CompileOptions, inputs):
     """Compare the staged artifact with ONNX Runtime; keep it aside and raise if it does not match."""
     from ..deploy.validate import validate
@@ -121,7 +128,8 @@ def _validate(staged, prepared, options: CompileOptions, inputs):
     backend_for(prepared.target).check_runnable(prepared.target, "validate the artifact")
     max_rel, min_cos = reduced_precision_limits(options.precision, options.max_rel_err, options.min_cosine)
     result = validate(staged.so_path, prepared.model, usable_cores(), options.rtol, options.atol,
-                      max_rel, min_cos, inputs)
+                      max_rel, min_cos, inputs,
+                      sentence_cosine_limit(options.precision, options.min_sentence_cosine))
     staged.record_validation(result)
     if not result.passed:
         kept = staged.reject()
@@ -129,6 +137,7 @@ def _validate(staged, prepared, options: CompileOptions, inputs):
                     else "nothing was written there")
         raise ValidationFailed(f"{staged.target} ({options.precision}) does not match ONNX Runtime fp32: "
                                f"max abs error {result.max_abs_err:.3g}, max rel error "
-                               f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f} "
-                               f"({result.tolerance()}); {previous}; the rejected build is kept at {kept}")
+                               f"{result.max_rel_err:.3g}, min cosine {result.min_cosine:.6f}"
+                               f"{_on_real_text(result)} ({result.tolerance()}); {previous}; "
+                               f"the rejected build is kept at {kept}")
     return result
