@@ -75,9 +75,10 @@ def sizes_of(artifact: Path, batch: int, seq: int) -> dict[str, int] | None:
 
 
 def measure(so_path: Path, others: dict[str, Path], model: Path, sizes: dict[str, int], seconds: float,
-            untuned_runs: int) -> dict:
-    """p50/p90/p99 and throughput of every build and ONNX Runtime taking turns, then untuned TVM."""
-    peers = ("onnxruntime", "untuned") if untuned_runs else ("onnxruntime",)
+            untuned_runs: int, extra_peers: tuple[str, ...] = ()) -> dict:
+    """p50/p90/p99 and throughput of every build and ONNX Runtime (and ``extra_peers``: OpenVINO,
+    ONNX Runtime int8) taking turns, then untuned TVM."""
+    peers = ("onnxruntime", *extra_peers, "untuned") if untuned_runs else ("onnxruntime", *extra_peers)
     config = BenchConfig(duration_s=seconds, warmup=3, untuned_runs=untuned_runs)
     return bench(so_path, config, model, peers=peers, others=others, sizes=sizes).as_dict()["systems"]
 
@@ -131,16 +132,69 @@ def run_config(name: str, model: Path, batch: int, seq: int, built: dict, args) 
     untuned_runs = args.untuned_runs if batch * seq <= args.untuned_max_tokens else 0
     others = {k: v for k, v in paths.items() if k != "autotune"}
     row: dict = {"model": name, "batch": batch, "seq": seq, "artifact": str(paths["autotune"])}
-    row["systems"] = measure(paths["autotune"], others, model, sizes, args.seconds, untuned_runs)
+    row["systems"] = measure(paths["autotune"], others, model, sizes, args.seconds, untuned_runs, args.peers)
     reference = row["systems"]["onnxruntime"]["p50_ms"]
     row["p50_vs_onnxruntime"] = {system: round(stats["p50_ms"] / reference, 3)
                                  for system, stats in row["systems"].items()}
     row["turns_vs_onnxruntime"] = {system: stats["turns_vs_onnxruntime"]
                                    for system, stats in row["systems"].items() if stats.get("turns_vs_onnxruntime")}
+    fp32 = row["turns_vs_onnxruntime"].get("autotune")
+    if fp32:  # each system's per-turn ratio over autotune fp32's, both taken against the same turns
+        row["speedup_over_autotune_fp32"] = {
+            system: round(fp32["median"] / ratios["median"], 3) for system, ratios in row["turns_vs_onnxruntime"].items()}
     print(json.dumps({"done": f"{name}_b{batch}_s{seq}", "p50_vs_onnxruntime": row["p50_vs_onnxruntime"],
                       "per_turn_median": {s: round(r["median"], 3) for s, r in row["turns_vs_onnxruntime"].items()}}),
           file=sys.stderr)
     return row
+
+
+def peer_text_accuracy(model: Path, peers: tuple[str, ...]) -> dict:
+    """Each peer's embeddings of the shipped real sentences against ONNX Runtime fp32's (as compile
+    reports autotune's), where the sentences fit the model."""
+    import numpy as np
+
+    from autotune.bench.peers import TURN_PEERS
+    from autotune.deploy import text_accuracy
+    from autotune.frontend.importer import load_model
+    from autotune.frontend.onnx_file import onnxruntime_session
+
+    try:
+        specs = load_model(model, {"input_ids": (1, 128), "attention_mask": (1, 128)}).inputs
+    except AutotuneError:  # not a BERT-style encoder taking these two
+        return {}
+    if not peers or not text_accuracy.applies(specs):
+        return {}
+    threads = int(os.environ["TVM_NUM_THREADS"])
+    reference = onnxruntime_session(model, threads)
+    first = reference.get_outputs()[0].name
+    result = {}
+    for peer in (p for p in peers if p in TURN_PEERS and p != "onnxruntime"):
+        run = peer_function(peer, model, threads)
+        accuracy = text_accuracy.measure(lambda x: np.asarray(run(x)),
+                                         lambda x: reference.run([first], x)[0], specs)
+        result[peer] = accuracy.as_dict() if accuracy else None
+    return result
+
+
+def peer_function(peer: str, model: Path, threads: int):
+    """A peer as inputs → its first output (any shape): OpenVINO or ONNX Runtime int8."""
+    import tempfile
+
+    from autotune.frontend.onnx_file import onnxruntime_session
+
+    if peer.startswith("openvino"):
+        import openvino
+
+        config = {"INFERENCE_NUM_THREADS": threads, **({"INFERENCE_PRECISION_HINT": "f32"}
+                                                        if peer == "openvino_fp32" else {})}
+        compiled = openvino.Core().compile_model(str(model), "CPU", config)
+        return lambda x: compiled(x)[compiled.outputs[0]]
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = Path(tempfile.mkdtemp(prefix="bench-int8-")) / "model.int8.onnx"
+    quantize_dynamic(str(model), str(quantized), weight_type=QuantType.QInt8)
+    session = onnxruntime_session(quantized, threads)
+    return lambda x: session.run(None, x)[0]
 
 
 def plot(name: str, rows: list[dict], out_dir: Path) -> list[str]:
@@ -187,6 +241,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
     parser.add_argument("--untuned-runs", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time a bf16 build of the heuristic schedules")
+    parser.add_argument("--peers", type=lambda text: tuple(text.split(",")), default=(),
+                        help="more peers taking turns: openvino (its default precision), openvino_fp32, "
+                             "onnxruntime_int8 (quantize_dynamic); their accuracy on the shipped real "
+                             "sentences is reported where those fit the model")
     parser.add_argument("--untuned-max-tokens", type=int, default=128,
                         help="time untuned TVM only where batch*seq is at most this (it is slow)")
     parser.add_argument("--exported-dir", type=Path, default=Path("tuning_logs/models"))
@@ -202,7 +260,8 @@ def main() -> None:
                 for b in args.batches]
         report["models"][name] = {"artifacts": [{**built, "paths": {k: str(v) for k, v in built["paths"].items()}}
                                                 for _, built in artifacts],
-                                  "configs": rows, "plots": plot(name, rows, args.out_dir)}
+                                  "configs": rows, "plots": plot(name, rows, args.out_dir),
+                                  "peer_text_accuracy": peer_text_accuracy(model, args.peers)}
     print(json.dumps(report, indent=1))
 
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""How close each system of a ``bench_models.py`` run came to this CPU's fp32 peak (JSON).
+"""How close each system of a ``bench_models.py`` run came to this CPU's peaks (JSON).
 
 For every configuration in a ``bench_models.py`` report: the model's FLOPs (autotune's task
 extraction: each task's FLOPs as TVM counts them × its calls per inference), the floor that sets at
 this CPU's fp32 peak, and each system's p50 as GFLOP/s and as a share of the peak. Two peaks are
 measured here, on the report's thread count:
 
-* ``fma``: independent FMA chains in vector registers on every thread (AVX-512 where the CPU has
+* ``fp32``: independent FMA chains in vector registers on every thread (AVX-512 where the CPU has
   it, else AVX2), a C loop built with the system's C compiler (``autotune.bench.peaks``): no
   kernel can beat it;
+* ``bf16``, ``int8``: the same chains of ``vdpbf16ps`` and ``vpdpbusd`` (where the CPU has them),
+  2 operations per product; a bf16 system (autotune's bf16 builds, OpenVINO's default) is set
+  against bf16's peak, an int8 one against int8's;
 * ``sgemm``: numpy's BLAS on a 2048² fp32 matmul: what a tuned library reaches.
 
     python scripts/roofline.py tuning_logs/bench_models/report.json
@@ -22,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from autotune.bench.peaks import fma_peak
+from autotune.bench.peaks import dot_product_peak, fma_peak
 
 
 def sgemm_peak(size: int = 2048, repeats: int = 10) -> dict:
@@ -49,13 +52,29 @@ def model_gflop(name: str, model: Path, batch: int, seq: int) -> float:
     return sum(task.flops * task.weight for task in prepared.tasks) / 1e9
 
 
-def config_roofline(config: dict, gflop: float, peak: float) -> dict:
-    """The configuration's floor at ``peak`` and each system's GFLOP/s and share of it."""
+def system_precision(name: str) -> str:
+    """The precision a system of the report computes in: bf16 for autotune's bf16 builds and
+    OpenVINO's default (bf16 on AVX512-BF16 CPUs), int8 for int8 builds, else fp32."""
+    if "int8" in name:
+        return "int8"
+    return "bf16" if "bf16" in name or name == "openvino" else "fp32"
+
+
+def config_roofline(config: dict, gflop: float, peaks: dict) -> dict:
+    """The configuration's floor at each precision's peak and each system's GFLOP/s and share of
+    its own precision's peak."""
     rates = {name: gflop / (stats["p50_ms"] / 1e3) for name, stats in config["systems"].items()}
-    systems = {name: {"gflops": round(rate, 1), "share_of_fma_peak": round(rate / peak, 3)}
-               for name, rate in rates.items()}
+    systems = {}
+    for name, rate in rates.items():
+        precision = system_precision(name)
+        peak = (peaks.get(precision) or peaks["fp32"])["gflops"]
+        systems[name] = {"gflops": round(rate, 1), "precision": precision,
+                         "share_of_fma_peak": round(rate / peaks["fp32"]["gflops"], 3),
+                         "share_of_precision_peak": round(rate / peak, 3)}
+    floors = {p: round(gflop / v["gflops"] * 1e3, 2) for p, v in peaks.items() if isinstance(v, dict)
+              and p in ("fp32", "bf16", "int8")}
     return {"model": config["model"], "batch": config["batch"], "seq": config["seq"],
-            "gflop": round(gflop, 3), "floor_ms": round(gflop / peak * 1e3, 2), "systems": systems}
+            "gflop": round(gflop, 3), "floor_ms": floors, "systems": systems}
 
 
 def main() -> None:
@@ -77,13 +96,18 @@ def main() -> None:
     os.environ.setdefault("TVM_NUM_THREADS", str(threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    peaks = {"threads": threads, "fma": {"gflops": fma_peak(threads)}, "sgemm": sgemm_peak()}
+    peaks = {"threads": threads, "fp32": {"gflops": fma_peak(threads), "instruction": "vfmadd (FMA)"},
+             "sgemm": sgemm_peak()}
+    for precision, instruction in (("bf16", "vdpbf16ps"), ("int8", "vpdpbusd")):
+        peak = dot_product_peak(precision, threads)
+        if peak is not None:
+            peaks[precision] = {"gflops": peak, "instruction": instruction}
     configs = []
     for name, results in report["models"].items():
         model = model_path(name, args.out_dir, args.exported_dir)
         for config in results["configs"]:
             gflop = model_gflop(name, model, config["batch"], config["seq"])
-            configs.append(config_roofline(config, gflop, peaks["fma"]["gflops"]))
+            configs.append(config_roofline(config, gflop, peaks))
     print(json.dumps({"peaks": peaks, "configs": configs}, indent=1))
 
 

@@ -1,7 +1,9 @@
-"""What this host can do at most, measured here: the fp32 FMA peak and the memory bandwidth.
+"""What this host can do at most, measured here: the fp32 FMA peak, the bf16 and int8 dot-product
+peaks (``vdpbf16ps``, ``vpdpbusd``, where the CPU has them) and the memory bandwidth.
 
-Both come from small C loops built with the system's C compiler and run on the given number of
-threads: independent FMA chains held in vector registers (no kernel can beat them), and every
+They come from small C loops built with the system's C compiler and run on the given number of
+threads: independent FMA (or dot-product) chains held in vector registers (no kernel can beat
+them), and every
 thread streaming its share of a buffer far larger than any cache. A measurement is kept in
 ``tuning_logs/peaks.json`` with the host it was made on (CPU model, flags, threads) and its date,
 and reused for that host unless a new one is asked for.
@@ -32,29 +34,48 @@ FMA_LOOP = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#ifdef __AVX512F__
+#if defined(DOT_BF16)  /* vdpbf16ps: 16 lanes x a pair of bf16 products, accumulated in fp32 */
 typedef __m512 vec;
-#define LANES 16
-#define FMA _mm512_fmadd_ps
-#define SET _mm512_set1_ps
+typedef __m512bh operand;
+#define OPS_PER_STEP (16 * 2 * 2)
+#define STEP(acc) _mm512_dpbf16_ps(acc, left, right)
+#define OPERAND(x) ((operand)_mm512_set1_epi32(x))
+#define ZERO() _mm512_set1_ps(0.0f)
+#elif defined(DOT_VNNI)  /* vpdpbusd: 16 lanes x 4 u8*i8 products, accumulated in int32 */
+typedef __m512i vec;
+typedef __m512i operand;
+#define OPS_PER_STEP (16 * 4 * 2)
+#define STEP(acc) _mm512_dpbusd_epi32(acc, left, right)
+#define OPERAND(x) _mm512_set1_epi32(x)
+#define ZERO() _mm512_set1_epi32(0)
+#elif defined(__AVX512F__)
+typedef __m512 vec;
+typedef __m512 operand;
+#define OPS_PER_STEP (16 * 2)
+#define STEP(acc) _mm512_fmadd_ps(acc, left, right)
+#define OPERAND(x) _mm512_set1_ps(1.0000001f)
+#define ZERO() _mm512_set1_ps(1e-9f)
 #else
 typedef __m256 vec;
-#define LANES 8
-#define FMA _mm256_fmadd_ps
-#define SET _mm256_set1_ps
+typedef __m256 operand;
+#define OPS_PER_STEP (8 * 2)
+#define STEP(acc) _mm256_fmadd_ps(acc, left, right)
+#define OPERAND(x) _mm256_set1_ps(1.0000001f)
+#define ZERO() _mm256_set1_ps(1e-9f)
 #endif
 #define CHAINS 12
 #define STEPS 50000000L
 static void *chains(void *out) {
-    vec acc[CHAINS], scale = SET(1.0000001f), shift = SET(1e-9f);
-    for (int i = 0; i < CHAINS; i++) acc[i] = SET((float)i);
+    vec acc[CHAINS];
+    operand left = OPERAND(0x3f803f80), right = OPERAND(0x00010001);
+    for (int i = 0; i < CHAINS; i++) acc[i] = ZERO();
     for (long step = 0; step < STEPS; step++) {
 #pragma GCC unroll 12
-        for (int i = 0; i < CHAINS; i++) acc[i] = FMA(acc[i], scale, shift);
+        for (int i = 0; i < CHAINS; i++) acc[i] = STEP(acc[i]);
     }
-    float sum = 0.0f, lanes[LANES];
+    float sum = 0.0f, lanes[16];
     for (int i = 0; i < CHAINS; i++) {
-        memcpy(lanes, &acc[i], sizeof(lanes));
+        memcpy(lanes, &acc[i], sizeof(acc[i]) < sizeof(lanes) ? sizeof(acc[i]) : sizeof(lanes));
         sum += lanes[0];
     }
     *(float *)out = sum;
@@ -70,10 +91,13 @@ int main(int argc, char **argv) {
     for (int t = 0; t < threads; t++) pthread_join(ids[t], NULL);
     clock_gettime(CLOCK_MONOTONIC, &end);
     double seconds = (end.tv_sec - start.tv_sec) + (end.tv_nsec - start.tv_nsec) * 1e-9;
-    printf("%.3f\n", threads * (double)STEPS * CHAINS * LANES * 2 / seconds / 1e9);
+    printf("%.3f\n", threads * (double)STEPS * CHAINS * OPS_PER_STEP / seconds / 1e9);
     return 0;
 }
 """
+# The dot-product instructions measured beside the FMA: their C macro, compiler flags, CPU flag.
+DOT_PRODUCTS = {"bf16": ("DOT_BF16", ["-mavx512f", "-mavx512bf16"], "avx512_bf16"),
+                "int8": ("DOT_VNNI", ["-mavx512f", "-mavx512vnni"], "avx512_vnni")}
 
 STREAM_LOOP = r"""
 #include <pthread.h>
@@ -124,6 +148,13 @@ class Peaks(Result):
     threads: int
     host: str
     measured_at: str
+    bf16_gflops: float | None = None  # vdpbf16ps, 2 FLOPs per product (None: the CPU lacks it)
+    int8_gops: float | None = None  # vpdpbusd, 2 operations per product
+
+    def compute_peak(self, precision: str) -> float:
+        """The roof of ``precision``'s dot products (fp32's FMA where the precision has none here)."""
+        peak = {"bf16": self.bf16_gflops, "int8": self.int8_gops}.get(precision)
+        return peak or self.fma_gflops
 
     @property
     def ridge(self) -> float:
@@ -149,6 +180,15 @@ def fma_peak(threads: int) -> float:
     """GFLOP/s of independent vector FMA chains on ``threads`` threads."""
     isa = ["-mavx512f"] if "avx512f" in host_cpu_flags() else ["-mavx2", "-mfma"]
     return round(float(_run_c(FMA_LOOP, isa, [str(threads)])[0]), 1)
+
+
+def dot_product_peak(precision: str, threads: int) -> float | None:
+    """G(FL)OP/s of independent ``vdpbf16ps`` (bf16) or ``vpdpbusd`` (int8) chains on ``threads``
+    threads, 2 operations per product as for the FMA; None where the CPU lacks the instruction."""
+    macro, flags, cpu_flag = DOT_PRODUCTS[precision]
+    if cpu_flag not in host_cpu_flags():
+        return None
+    return round(float(_run_c(FMA_LOOP, [*flags, f"-D{macro}"], [str(threads)])[0]), 1)
 
 
 def memory_bandwidth(threads: int, megabytes: int = STREAM_MB) -> float:
@@ -178,10 +218,11 @@ def host_peaks(threads: int, remeasure: bool = False, cache: Path = CACHE) -> Pe
         cached = json.loads(cache.read_text())
     except (OSError, ValueError):
         cached = {}
-    if not remeasure and key in cached:
+    if not remeasure and key in cached and "bf16_gflops" in cached[key]:
         return Peaks(**cached[key])
     peaks = Peaks(fma_peak(threads), memory_bandwidth(threads), threads, key,
-                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  dot_product_peak("bf16", threads), dot_product_peak("int8", threads))
     cache.parent.mkdir(parents=True, exist_ok=True)
     cached[key] = peaks.as_dict()
     partial = cache.with_name(f".{cache.name}.{os.getpid()}")

@@ -19,7 +19,7 @@ def run_profile(args):
         peaks = result.peaks
         print(f"{result.artifact}: wall p50 {result.wall_p50_ms:.3f} ms ({result.instrumented_p50_ms:.3f} ms with "
               f"every call timed), kernels {result.kernel_sum_ms:.3f} ms; roofs {peaks.fma_gflops:.0f} GFLOP/s "
-              f"fp32 FMA and {peaks.bandwidth_gbs:.0f} GB/s on {peaks.threads} threads (measured {peaks.measured_at})")
+              f"fp32 FMA{_dot_roofs(peaks)} and {peaks.bandwidth_gbs:.0f} GB/s on {peaks.threads} threads (measured {peaks.measured_at})")
         rows = [{**k.as_dict(), "share_of_latency": f"{k.share_of_latency:.1%}",
                  "share_of_compute_peak": f"{k.share_of_compute_peak:.1%}",
                  "share_of_bandwidth": f"{k.share_of_bandwidth:.1%}", "headroom_share": f"{k.headroom_share:.1%}"}
@@ -68,3 +68,11 @@ def add_manual(sub) -> None:
     p.add_argument("--name", help="the schedule's name (default: from the task)")
     add_output_options(p)
     p.set_defaults(func=run_manual)
+
+
+def _dot_roofs(peaks) -> str:
+    """The dot-product roofs measured beside the FMA's (bf16 artifacts are judged by bf16's)."""
+    roofs = [f"{value:.0f} G{unit} {name}" for value, unit, name in
+             ((peaks.bf16_gflops, "FLOP/s", "bf16 vdpbf16ps"), (peaks.int8_gops, "OP/s", "int8 vpdpbusd"))
+             if value]
+    return f" ({', '.join(roofs)})" if roofs else ""

@@ -1,7 +1,8 @@
 """``profile``: where a compiled model's time goes, and how far each kernel is from this host's roofs.
 
 Every kernel is timed in place, inside the running model (``measure.profile``), and set against the
-two roofs measured on this host (``bench.peaks``): the fp32 FMA peak and the memory bandwidth. Its
+two roofs measured on this host (``bench.peaks``): the compute peak of the artifact's precision (the
+fp32 FMA's, or bf16's ``vdpbf16ps``) and the memory bandwidth. Its
 FLOPs and bytes are what its TIR says (each buffer it reads or writes once: weights, activations
 in and out). A kernel's floor is the time it would take at the nearer roof, ``max(FLOPs ÷ peak,
 bytes ÷ bandwidth)``; its headroom is its time minus that floor, the most an expert could win on it.
@@ -91,18 +92,18 @@ def _fused_module(manifest):
 
 
 def _row(name: str, calls: int, seconds: float, latency_s: float, work: tuple[float, float] | None,
-         peaks: Peaks) -> KernelProfile:
+         peaks: Peaks, compute_peak: float) -> KernelProfile:
     us = seconds * 1e6
     if work is None:  # the VM's own work: nothing to compute, all of it overhead
         return KernelProfile(name, calls, us, seconds / latency_s, "runtime", 0.0, 0.0, 0.0, 0.0,
                              0.0, 0.0, 0.0, us, seconds / latency_s)
     flops, bytes_ = (value * calls for value in work)
-    floor_s = max(flops / (peaks.fma_gflops * 1e9), bytes_ / (peaks.bandwidth_gbs * 1e9))
+    floor_s = max(flops / (compute_peak * 1e9), bytes_ / (peaks.bandwidth_gbs * 1e9))
     gflops, gbs = flops / seconds / 1e9, bytes_ / seconds / 1e9
-    bound = "compute" if flops / max(bytes_, 1.0) >= peaks.ridge else "memory"
+    bound = "compute" if flops / max(bytes_, 1.0) >= compute_peak / peaks.bandwidth_gbs else "memory"
     headroom_s = max(seconds - floor_s, 0.0)
     return KernelProfile(name, calls, us, seconds / latency_s, bound, flops / 1e6, bytes_ / 1e3, gflops, gbs,
-                         gflops / peaks.fma_gflops, gbs / peaks.bandwidth_gbs, floor_s * 1e6, headroom_s * 1e6,
+                         gflops / compute_peak, gbs / peaks.bandwidth_gbs, floor_s * 1e6, headroom_s * 1e6,
                          headroom_s / latency_s, seconds < floor_s)
 
 
@@ -124,7 +125,8 @@ def profile(so_path: str | Path, rounds: int = ROUNDS, inferences: int = INFEREN
     instrumented_s = statistics.median(timer.instrumented_wall)
     work = kernel_work(_fused_module(manifest))
     kernels = [_row(name, timer.calls[name], statistics.median(per_round), instrumented_s,
-                    None if name.startswith(RUNTIME) else work.get(name, (0.0, 0.0)), peaks)
+                    None if name.startswith(RUNTIME) else work.get(name, (0.0, 0.0)), peaks,
+                    peaks.compute_peak(manifest.precision))
                for name, per_round in timer.per_round.items()]
     kernels.sort(key=lambda k: (k.bound == "runtime", -k.headroom_us))  # the VM's own rows last
     calls = sum(k.calls for k in kernels)
