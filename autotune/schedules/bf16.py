@@ -178,7 +178,7 @@ def bf16_matmul(mod, target, parallel: bool):
     from tvm import s_tir
     from tvm.target.codegen import target_has_features
 
-    from .loops import largest_divisor, loop_extent, vector_lanes
+    from .loops import inline_producers, largest_divisor, loop_extent, vector_lanes
     from .matmul import attach_epilogue, epilogue_column_group, panels_fit_groups
 
     sch = s_tir.Schedule(mod)
@@ -186,6 +186,7 @@ def bf16_matmul(mod, target, parallel: bool):
     if block is None or vector_lanes(target) != LANES or not target_has_features(FEATURE, target):
         return None
     register_intrinsic()
+    inline_producers(sch, block)  # the epilogue becomes one block, computed per panel
     *lead, rows, cols, pairs, within = sch.get_loops(block)
     rows = sch.fuse(*lead, rows) if lead else rows
     group = epilogue_column_group(sch, block)
