@@ -39,6 +39,39 @@ def test_curve_ends_at_the_jobs_estimate_and_never_rises(tuned):
     assert all(p["seconds"] is not None for p in points)
 
 
+def _faster_confirmations(prepared, database, measurer, progress=None):
+    """Stands in for ``confirm_finalists``: each task's pick re-timed at half its recorded latency
+    (a re-timing may come out below every trial: the machine was busier during the search)."""
+    from autotune.common.records import Provenance
+    from autotune.jobs.confirm import _record
+    from autotune.measure.outcome import Outcome
+
+    for task in prepared.tasks:
+        if (row := database.chosen_row(task.mod)) is not None:
+            database.commit_record(_record(database, task, row), Outcome(run_secs=[row.latency_s / 2]),
+                                   provenance=Provenance.CONFIRM,
+                                   source={"record_id": row.id, "provenance": row.provenance})
+    return []
+
+
+def test_the_jobs_estimate_is_where_its_curve_ends_when_a_confirmation_times_lower(tuned, tiny_encoder,
+                                                                                tmp_path, monkeypatch):
+    """Confirmations are not trials: neither the curve nor the job's estimate takes their latency,
+    and a later job starts its curve where this one ended."""
+    from autotune.jobs import tune as tune_job
+
+    from .conftest import copy_database
+
+    url = copy_database(tuned["db"], tmp_path / "confirmed.db")
+    monkeypatch.setattr(tune_job, "confirm_finalists", _faster_confirmations)
+    summary = autotune.tune(tiny_encoder, {"input_ids": (1, 16)}, "host", url, trials=8)
+    points = history.curve(Store(url), summary["job_id"])
+    assert points[-1]["estimated_latency_ms"] == pytest.approx(summary["estimated_latency_ms"], rel=1e-12)
+    again = autotune.tune(tiny_encoder, {"input_ids": (1, 16)}, "host", url, trials=9)
+    assert history.curve(Store(url), again["job_id"])[0]["estimated_latency_ms"] == \
+        pytest.approx(summary["estimated_latency_ms"], rel=1e-12)
+
+
 def test_curve_json_and_png_from_the_cli(tuned, tmp_path, capsys):
     job = str(tuned["summary"]["job_id"])
     assert main(["history", "curve", "--job", job, "--db", tuned["db"], "--json"]) == 0

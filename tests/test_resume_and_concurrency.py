@@ -88,3 +88,26 @@ def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0, 0], [e[-500:] for e in errors]
         assert _integrity(tmp_path / f"new{attempt}.db") == "ok"
+
+
+def test_a_unique_key_clash_takes_the_row_another_process_inserted(tmp_path):
+    """Two tuners creating the same target row at once: the one whose insert clashes takes the
+    other's row (it had stopped with 'UNIQUE constraint failed: targets.canonical')."""
+    from sqlalchemy import select
+
+    from autotune.store.engine import Store
+    from autotune.store.schema import TargetRow
+
+    store = Store(f"sqlite:///{tmp_path / 'clash.db'}")
+    canonical = '{"kind": "llvm"}'
+    existing = store.target_id(canonical)
+    attempts = []
+
+    def find_else_insert(session) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:  # its find ran before the other process committed the row
+            session.add(TargetRow(canonical=canonical, host_features=""))
+            session.flush()
+        return session.scalars(select(TargetRow.id).where(TargetRow.canonical == canonical)).one()
+
+    assert store.get_or_create(find_else_insert) == existing and len(attempts) == 2

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends import backend_for
-from ..common.records import estimated_latency_ms
 from ..common.results import Result
 from ..errors import AutotuneError
 from ..frontend.tasks import Task
 from ..measure.config import MeasureConfig
 from ..search.budget import Budget
 from ..search.driver import SearchConfig, SearchResult, search
+from ..store import history
 from ..store import jobs as job_rows
 from ..store.engine import Store
 from ..store.selection import Selection
@@ -257,16 +257,17 @@ def _mark_interrupted(job: _Job) -> None:
 def _summary(model, job: _Job, options: TuneOptions, result: SearchResult, manual: list,
              confirmed: list[Confirmation]) -> TuneSummary:
     tasks = job.prepared.tasks
-    best = {t.name: (rows[0].latency_s if (rows := job.database.best_rows(t.mod, 1)) else None)
-            for t in tasks}
+    # The estimate is where the job's curve ends (``history.estimate``): fastest trials, never a
+    # confirmation's re-timing, and only records the job knew of (not another job's meanwhile).
+    estimate_ms, unmeasured = history.estimate(job.store, job.job_id)
     return TuneSummary(
         job_id=job.job_id, resumed=job.resumed, model=str(model),
         target=json.loads(canonical(job.prepared.target)), precision=options.precision,
         tasks=len(tasks), tasks_from_database=len(job.satisfied),
         trials_measured=result.trials_measured, failures=result.failures,
         tuning_seconds=round(result.tuning_seconds, 2), time_split_s=result.time_split,
-        estimated_latency_ms=estimated_latency_ms((t.weight, best[t.name]) for t in tasks),
-        untuned_tasks=sorted(name for name, v in best.items() if v is None),
+        estimated_latency_ms=estimate_ms,
+        untuned_tasks=sorted(t.name for t in tasks if job.database.workload_id(t.mod) in unmeasured),
         unsearchable_tasks={p.task.name: p.search_error for p in result.tasks if p.search_error},
         manual_schedules=[m.as_dict() for m in manual],
         confirmed={c.task: {"provenance": c.provenance, "retimed_ms": c.winner_retimed_ms()}

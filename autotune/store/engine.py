@@ -165,13 +165,15 @@ class Store:
         """Run the query ``work``, retried like ``write``."""
         return self._retried(work, writing=False)
 
-    def write(self, work: Callable[[Session], T]) -> T:
+    def write(self, work: Callable[[Session], T], clash_raises: bool = False) -> T:
         """Run ``work`` in one transaction, retried with backoff while the fault is transient (a
         lock, a serialization failure or deadlock, a dropped connection), for up to
-        ``RETRY_WINDOW_S``; another fault stops with one clear ``EnvironmentFault``."""
-        return self._retried(work, writing=True)
+        ``RETRY_WINDOW_S``; another fault stops with one clear ``EnvironmentFault``, but with
+        ``clash_raises`` a unique key clash (another process inserted the row) raises its
+        ``IntegrityError`` for the caller to take that row."""
+        return self._retried(work, writing=True, clash_raises=clash_raises)
 
-    def _retried(self, work: Callable[[Session], T], writing: bool) -> T:
+    def _retried(self, work: Callable[[Session], T], writing: bool, clash_raises: bool = False) -> T:
         started = time.monotonic()
         for attempt in itertools.count():
             try:
@@ -181,6 +183,8 @@ class Store:
                     with session.begin():
                         return work(session)
             except DBAPIError as err:
+                if clash_raises and isinstance(err, IntegrityError):
+                    raise
                 if not transient(err) or time.monotonic() - started > RETRY_WINDOW_S:
                     raise self.fault(err) from None
                 time.sleep(min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** attempt))
@@ -190,7 +194,7 @@ class Store:
         """Run a find-else-insert ``work``; if another process inserted the same row meanwhile
         (a unique key clash), run it again, and the find now returns that row."""
         try:
-            return self.write(work)
+            return self.write(work, clash_raises=True)
         except IntegrityError:
             return self.write(work)
 

@@ -99,12 +99,14 @@ def _job_tasks(session, job_id: int) -> dict[int, int]:
                                 .where(JobTask.job_id == job_id)).all())
 
 
-def curve(store: Store, job_id: int) -> list[dict]:
-    """The job's estimated model latency (Σ weight × best so far) before (trial 0) and after each trial.
+def _trials(store: Store, job_id: int) -> tuple[dict[int, int], dict[int, float], list[tuple]]:
+    """A job's tasks (workload id → weight), each one's fastest trial from before the job, and the
+    job's trials in order as ``(workload id, latency or None, job seconds)``.
 
-    Tasks reused from other jobs start at their best from before the job; the estimate is None until
-    every task has a measurement.
+    A trial is any record but a confirmation: a ``confirm`` record re-times a finalist (in place,
+    inside the model, or alone, at another moment), and its latency is no measurement of the search.
     """
+    trial = TuningRecordRow.provenance != str(Provenance.CONFIRM)
     with store.session() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -116,12 +118,17 @@ def curve(store: Store, job_id: int) -> list[dict]:
         prior = session.execute(
             select(TuningRecordRow.workload_id, func.min(TuningRecordRow.latency_s))
             .where(TuningRecordRow.workload_id.in_(list(weights)), TuningRecordRow.target_id == job.target_id,
-                   TuningRecordRow.id < first, TuningRecordRow.latency_s.is_not(None))
+                   TuningRecordRow.id < first, TuningRecordRow.latency_s.is_not(None), trial)
             .group_by(TuningRecordRow.workload_id)).all()
         records = session.execute(
             select(TuningRecordRow.workload_id, TuningRecordRow.latency_s, TuningRecordRow.job_seconds)
-            .where(TuningRecordRow.job_id == job_id, TuningRecordRow.provenance != str(Provenance.CONFIRM))
-            .order_by(TuningRecordRow.id)).all()
+            .where(TuningRecordRow.job_id == job_id, trial).order_by(TuningRecordRow.id)).all()
+    return weights, dict(prior), records
+
+
+def _replay(weights: dict[int, int], prior: dict[int, float], records: list[tuple]
+            ) -> tuple[list[dict], dict[int, float]]:
+    """The curve's points from ``_trials``, and each workload's fastest trial where it ends."""
     best_s = dict(prior)
 
     def estimate() -> float | None:
@@ -131,7 +138,26 @@ def curve(store: Store, job_id: int) -> list[dict]:
         if latency_s is not None and latency_s < best_s.get(workload_id, float("inf")):
             best_s[workload_id] = latency_s
         points.append({"trial": trial, "seconds": seconds, "estimated_latency_ms": estimate()})
+    return points, best_s
+
+
+def curve(store: Store, job_id: int) -> list[dict]:
+    """The job's estimated model latency (Σ weight × fastest trial so far) before (trial 0) and
+    after each trial; where it ends is the job's ``estimate``.
+
+    Tasks reused from other jobs start at their fastest trial from before the job; the estimate is
+    None until every task has a measurement. Confirmations are not trials (``_trials``).
+    """
+    points, _ = _replay(*_trials(store, job_id))
     return points
+
+
+def estimate(store: Store, job_id: int) -> tuple[float | None, set[int]]:
+    """The job's estimated model latency, where its ``curve`` ends (the ``tune`` summary's), and
+    the workloads of its tasks that no trial has measured (while any is left, the estimate is None)."""
+    weights, prior, records = _trials(store, job_id)
+    points, best_s = _replay(weights, prior, records)
+    return points[-1]["estimated_latency_ms"], set(weights) - set(best_s)
 
 
 def compare(store: Store, model: str) -> list[dict]:
@@ -140,8 +166,7 @@ def compare(store: Store, model: str) -> list[dict]:
     if not rows:
         raise AutotuneError(f"no jobs for model {model!r} in --db {store.url}")
     for row in rows:
-        points = curve(store, row["job_id"])
-        row["estimated_latency_ms"] = points[-1]["estimated_latency_ms"] if points else None
+        row["estimated_latency_ms"], _ = estimate(store, row["job_id"])
     return rows
 
 

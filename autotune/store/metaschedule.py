@@ -84,7 +84,7 @@ class SqlDatabase(ms.database.PyDatabase):
             session.flush()
             return row.id
         try:
-            row_id = self.store.write(work)
+            row_id = self.store.write(work, clash_raises=True)
         except IntegrityError:  # another process committed the same workload meanwhile
             return self._find(mod)[0]
         self._workloads[row_id] = workload
