@@ -96,3 +96,8 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"autotune: error: model file not found: {tmp_path / 'x.onnx'}"
+
+
+def test_unknown_bench_peer_is_named(capsys, tmp_path):
+    line = _error_line(capsys, ["bench", str(tmp_path / "m.so"), "--peers", "onnxruntime,tensorrt"])
+    assert "unknown peer tensorrt" in line and "openvino" in line

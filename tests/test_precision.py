@@ -134,3 +134,12 @@ def test_bf16_is_judged_on_real_sentences_and_refused_past_the_users_limit(tmp_p
                  "-o", str(tmp_path / "strict.so"), "--min-sentence-cosine", "0.99999999"])
     assert code == 3 and "real sentences" in capsys.readouterr().err
     assert not (tmp_path / "strict.so").exists()
+
+
+def test_dot_product_peaks_are_measured_where_the_cpu_has_the_instruction():
+    from autotune.bench.peaks import dot_product_peak
+    from autotune.targets.host import host_cpu_flags
+
+    for precision, flag in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):
+        peak = dot_product_peak(precision, 1)
+        assert (peak is None) == (flag not in host_cpu_flags()) and (peak is None or peak > 0)

@@ -34,7 +34,7 @@ def run_bench(args):
     others = dict(args.other)
     if len(others) < len(args.other):
         raise AutotuneError(f"--other names must be unique: {', '.join(name for name, _ in args.other)}")
-    peers = () if args.no_peers else args.peers or PEERS
+    peers = () if args.no_peers else peer_list(args.peers) if args.peers else PEERS
     if args.shapes or (args.inputs is None and Path(args.artifact).is_file()
                         and read_manifest(Path(args.artifact)).shape_plan):
         over = bench_shapes(args.artifact, args.shapes, config, args.model, peers, others)
@@ -73,13 +73,11 @@ def _turn_range(ratios: dict | None) -> str:
 
 def peer_list(text: str) -> tuple[str, ...]:
     """``--peers``: comma-separated names of ``PEERS_ALL``."""
-    import argparse
-
     peers = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in peers if p not in PEERS_ALL]
     if not peers or unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown) or repr(text)}: "
-                                         f"choose from {','.join(PEERS_ALL)}")
+        raise AutotuneError(f"--peers: unknown peer {', '.join(unknown) or repr(text)}: "
+                            f"choose from {','.join(PEERS_ALL)}")
     return peers
 
 
@@ -92,7 +90,7 @@ def add_bench(sub) -> None:
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
     p.add_argument("--model", help="the ONNX model for the peers (default: from the manifest)")
     p.add_argument("--no-peers", action="store_true", help="measure the artifact alone")
-    p.add_argument("--peers", type=peer_list, metavar="PEER,PEER",
+    p.add_argument("--peers", metavar="PEER,PEER",
                    help=f"the peers to time, of {','.join(PEERS_ALL)} (default: onnxruntime,untuned; "
                         "openvino is its CPU default precision, bf16 on AVX512-BF16 CPUs)")
     p.add_argument("--inputs", metavar="X.npz", help="run every system on these inputs (one array "
