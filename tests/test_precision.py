@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from autotune.deploy import text_accuracy
 from autotune.models import ModelConfig, write_example
 from autotune.schedules import bf16
 from autotune.targets.host import lacking_on_host
+
+from .conftest import run_env
 
 SHAPES = {"input_ids": (1, 16)}
 needs_bf16 = pytest.mark.skipif(bool(lacking_on_host([bf16.FEATURE])),
@@ -65,6 +68,12 @@ def test_bf16_search_tensorizes_the_dot_products(tiny_encoder, tmp_path):
     assert rows, "no bf16 task was searched"
     assert not [r.error_msg for r in rows if r.error_msg], "bf16 candidates failed to build"
     assert any(bf16.INTRINSIC in r.record_json for r in rows), "no candidate tensorized"
+    # a fresh process (no schedule rule has run in it) replays the tensorized records
+    built = subprocess.run([sys.executable, "-m", "autotune.cli", "compile", str(tiny_encoder), "--shape",
+                            "input_ids=1x16", "--precision", "bf16", "--db", db, "-o", str(tmp_path / "tuned.so"),
+                            "--json"], capture_output=True, text=True, env=run_env(), timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert json.loads(built.stdout)["validation"]["passed"]
 
 
 def test_bf16_bits_round_to_nearest_even():

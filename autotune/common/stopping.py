@@ -58,7 +58,10 @@ def install() -> dict:
 
 
 def restore(previous: dict) -> None:
-    """Put back the handlers ``install`` replaced."""
+    """Put back the handlers ``install`` replaced; the stop they received is forgotten (a later job
+    in the same process must not stop on it)."""
+    global _received
+    _received = None
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 

@@ -51,6 +51,7 @@ def projections_to_bf16(target):
     from ..schedules import bf16
 
     check_precision_supported("bf16", target)
+    bf16.register_intrinsic()  # records of these kernels replay tensorize with it (build, confirm)
     matmul, take = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.take")
 
     @relax.expr_functor.mutator
