@@ -152,3 +152,18 @@ def test_dot_product_peaks_are_measured_where_the_cpu_has_the_instruction():
     for precision, flag in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):
         peak = dot_product_peak(precision, 1)
         assert (peak is None) == (flag not in host_cpu_flags()) and (peak is None or peak > 0)
+
+
+@needs_bf16
+@pytest.mark.parametrize("shape", [(1, 16), (3, 16)])
+def test_every_bf16_task_gets_its_vdpbf16ps_schedule_at_any_batch(tiny_encoder, shape):
+    """A task the rule cannot tile would run its naive loops (a hundred times slower)."""
+    from autotune.jobs.prepare import prepare
+    from autotune.schedules.heuristics import heuristic_schedules
+
+    prepared = prepare(tiny_encoder, {"input_ids": shape}, "host", "full", "bf16")
+    dot_tasks = [t for t in prepared.tasks if bf16.has_dot_block(t.mod)]
+    assert dot_tasks
+    for task in dot_tasks:
+        schedules = heuristic_schedules(task.mod, prepared.target)
+        assert schedules and all(bf16.INTRINSIC in str(s.trace) for s in schedules), task.name

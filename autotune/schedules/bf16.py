@@ -172,8 +172,10 @@ def bf16_matmul(mod, target, parallel: bool):
     """A ``ROWS`` × ``VECTORS_PER_TILE`` register tile of ``vdpbf16ps`` swept down each column
     panel (every pair of K in turn); panels in parallel, the epilogue per panel; None for other tasks.
 
-    Leading axes join the rows. The tiles divide the output exactly (a predicated remainder cannot be
-    tensorized): rows by the largest divisor up to ``ROWS``, columns by two vectors or one.
+    Leading axes (batch) run inside each panel, so a panel's weights serve every row; they are not
+    fused into the rows (blockize cannot split a fused row's quotient and remainder). The tiles divide
+    the output exactly (a predicated remainder cannot be tensorized): rows by the largest divisor up
+    to ``ROWS``, columns by two vectors or one.
     """
     from tvm import s_tir
     from tvm.target.codegen import target_has_features
@@ -188,14 +190,13 @@ def bf16_matmul(mod, target, parallel: bool):
     register_intrinsic()
     inline_producers(sch, block)  # the epilogue becomes one block, computed per panel
     *lead, rows, cols, pairs, within = sch.get_loops(block)
-    rows = sch.fuse(*lead, rows) if lead else rows
     group = epilogue_column_group(sch, block)
     col_tile = next((LANES * v for v in (VECTORS_PER_TILE, 1)
                      if loop_extent(sch, cols) % (LANES * v) == 0 and panels_fit_groups(LANES * v, group)),
                     LANES)
     col_out, col_vectors, col_lanes = sch.split(cols, [None, col_tile // LANES, LANES])
     row_out, row_in = sch.split(rows, [None, largest_divisor(loop_extent(sch, rows), ROWS)])
-    sch.reorder(col_out, row_out, pairs, row_in, col_vectors, col_lanes, within)
+    sch.reorder(col_out, *lead, row_out, pairs, row_in, col_vectors, col_lanes, within)
     if parallel:
         sch.parallel(col_out)
     attach_epilogue(sch, block, col_out, panels_fit_groups(col_tile, group), parallel, LANES)
