@@ -153,7 +153,7 @@ def peer_text_accuracy(model: Path, peers: tuple[str, ...]) -> dict:
     reports autotune's), where the sentences fit the model."""
     import numpy as np
 
-    from autotune.bench.peers import TURN_PEERS
+    from autotune.bench.peers import TURN_PEERS, peer_model
     from autotune.deploy import text_accuracy
     from autotune.frontend.importer import load_model
     from autotune.frontend.onnx_file import onnxruntime_session
@@ -169,32 +169,11 @@ def peer_text_accuracy(model: Path, peers: tuple[str, ...]) -> dict:
     first = reference.get_outputs()[0].name
     result = {}
     for peer in (p for p in peers if p in TURN_PEERS and p != "onnxruntime"):
-        run = peer_function(peer, model, threads)
-        accuracy = text_accuracy.measure(lambda x: np.asarray(run(x)),
+        run = peer_model(peer, model, threads)
+        accuracy = text_accuracy.measure(lambda x: np.asarray(run(x)[0]),
                                          lambda x: reference.run([first], x)[0], specs)
         result[peer] = accuracy.as_dict() if accuracy else None
     return result
-
-
-def peer_function(peer: str, model: Path, threads: int):
-    """A peer as inputs → its first output (any shape): OpenVINO or ONNX Runtime int8."""
-    import tempfile
-
-    from autotune.frontend.onnx_file import onnxruntime_session
-
-    if peer.startswith("openvino"):
-        import openvino
-
-        config = {"INFERENCE_NUM_THREADS": threads, **({"INFERENCE_PRECISION_HINT": "f32"}
-                                                        if peer == "openvino_fp32" else {})}
-        compiled = openvino.Core().compile_model(str(model), "CPU", config)
-        return lambda x: compiled(x)[compiled.outputs[0]]
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantized = Path(tempfile.mkdtemp(prefix="bench-int8-")) / "model.int8.onnx"
-    quantize_dynamic(str(model), str(quantized), weight_type=QuantType.QInt8)
-    session = onnxruntime_session(quantized, threads)
-    return lambda x: session.run(None, x)[0]
 
 
 def plot(name: str, rows: list[dict], out_dir: Path) -> list[str]:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ..common.results import OMIT_NONE, Result
 from ..errors import AutotuneError
+from .peers import TURN_PEERS
 from .timing import (BenchConfig, StreamStats, SystemStats, runs_of, summarize, time_in_turns, time_runs,
                      time_streams, turn_ratios)
 
 PEERS = ("onnxruntime", "untuned")  # the default peers (``peers.PEERS_ALL``: every one there is)
-RESERVED = ("autotune", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_fp32",
-            "untuned_tvm")  # the systems' names in a result
+RESERVED = ("autotune", *TURN_PEERS, "untuned_tvm")  # the systems' names in a result
 
 
 @dataclass
@@ -94,7 +94,7 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
     from ..frontend.inputs import inputs_from_file, manifest_inputs
     from ..runtime.loader import load
     from ..targets.host import usable_cores
-    from .peers import TURN_PEERS, turn_runner, untuned_runner
+    from .peers import turn_runner, untuned_runner
 
     if "untuned" in peers:
         import tvm.relax  # noqa: F401  (the compiler, loaded before the runtime-only loader runs)
@@ -135,11 +135,11 @@ def _streams(config: BenchConfig, compiled, source: Path, inputs: dict, threads:
              peers: tuple[str, ...]) -> dict[str, StreamStats]:
     """The artifact (a VM per stream) and ONNX Runtime (one session, as its users share one) under
     ``config.streams`` concurrent requests, one after the other."""
-    from .peers import onnxruntime_runner
+    from .peers import turn_runner
 
     results = {"autotune": time_streams(lambda: (lambda: compiled(inputs)), config.streams,
                                         config.stream_seconds, batch)}
     if "onnxruntime" in peers:
-        shared = onnxruntime_runner(source, inputs, threads)
+        shared = turn_runner("onnxruntime", source, inputs, threads)
         results["onnxruntime"] = time_streams(lambda: shared, config.streams, config.stream_seconds, batch)
     return results

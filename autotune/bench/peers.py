@@ -14,27 +14,46 @@ TURN_PEERS = ("onnxruntime", "onnxruntime_int8", "openvino", "openvino_fp32")  #
 PEERS_ALL = (*TURN_PEERS, "untuned")
 
 
-def onnxruntime_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: int):
+def peer_model(peer: str, model_path: Path, threads: int):
+    """A peer of ``TURN_PEERS`` as a callable: inputs by name → its outputs, in the model's order.
+
+    ``onnxruntime_int8`` is ONNX Runtime on ``quantize_dynamic``'s output (int8 weights per tensor,
+    activations quantized per call), the int8 a user of ONNX Runtime gets in one call. ``openvino``
+    is OpenVINO's CPU plugin on the ONNX file, latency mode, at its default precision (bf16 on
+    AVX512-BF16 CPUs); ``openvino_fp32`` forces fp32.
+    """
     from ..frontend.onnx_file import onnxruntime_session
 
-    session = onnxruntime_session(model_path, threads)
-    return lambda: session.run(None, inputs)
+    if peer == "onnxruntime":
+        session = onnxruntime_session(model_path, threads)
+        return lambda inputs: session.run(None, inputs)
+    if peer == "onnxruntime_int8":
+        with tempfile.TemporaryDirectory(prefix="autotune-ort-int8-") as work:
+            session = onnxruntime_session(_quantized(model_path, Path(work)), threads)
+        return lambda inputs: session.run(None, inputs)
+    if peer in ("openvino", "openvino_fp32"):
+        compiled = _openvino_model(model_path, threads, "f32" if peer == "openvino_fp32" else None)
+        request = compiled.create_infer_request()
+        return lambda inputs: list(request.infer(inputs).values())
+    raise ValueError(f"unknown peer {peer!r}")
 
 
-def onnxruntime_int8_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: int):
-    """ONNX Runtime on ``quantize_dynamic``'s output (int8 weights per tensor, activations
-    quantized per call), the int8 a user of ONNX Runtime gets in one call."""
+def turn_runner(peer: str, model_path: Path, inputs: dict[str, np.ndarray], threads: int):
+    """The callable of a peer that takes turns with the artifact, on fixed ``inputs``."""
+    model = peer_model(peer, model_path, threads)
+    return lambda: model(inputs)
+
+
+def _quantized(model_path: Path, folder: Path) -> Path:
+    """``quantize_dynamic``'s int8 copy of the model (QInt8 weights), written in ``folder``."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="autotune-ort-int8-") as work:
-        quantized = Path(work) / "model.int8.onnx"
-        quantize_dynamic(str(model_path), str(quantized), weight_type=QuantType.QInt8)
-        return onnxruntime_runner(quantized, inputs, threads)
+    quantized = folder / "model.int8.onnx"
+    quantize_dynamic(str(model_path), str(quantized), weight_type=QuantType.QInt8)
+    return quantized
 
 
-def openvino_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: int, precision: str | None):
-    """OpenVINO's CPU plugin on the ONNX file, latency mode, ``threads`` threads; ``precision``
-    None keeps the plugin's default (bf16 on AVX512-BF16 CPUs), ``"f32"`` forces fp32."""
+def _openvino_model(model_path: Path, threads: int, precision: str | None):
     try:
         import openvino
     except ImportError:
@@ -43,20 +62,7 @@ def openvino_runner(model_path: Path, inputs: dict[str, np.ndarray], threads: in
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = openvino.Core().compile_model(str(model_path), "CPU", config)
-    request = compiled.create_infer_request()
-    return lambda: request.infer(inputs)
-
-
-def turn_runner(peer: str, model_path: Path, inputs: dict[str, np.ndarray], threads: int):
-    """The callable of a peer that takes turns with the artifact (one of ``TURN_PEERS``)."""
-    if peer == "onnxruntime":
-        return onnxruntime_runner(model_path, inputs, threads)
-    if peer == "onnxruntime_int8":
-        return onnxruntime_int8_runner(model_path, inputs, threads)
-    if peer in ("openvino", "openvino_fp32"):
-        return openvino_runner(model_path, inputs, threads, "f32" if peer == "openvino_fp32" else None)
-    raise ValueError(f"unknown peer {peer!r}")
+    return openvino.Core().compile_model(str(model_path), "CPU", config)
 
 
 def untuned_runner(model_path: Path, manifest: dict, inputs: dict[str, np.ndarray]):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -35,10 +36,11 @@ class TextAccuracy(Result):
     similarity_spearman: float
 
 
-def tokenized_sentences() -> tuple[int, list[list[int]]]:
-    """(vocabulary size, token ids of each shipped sentence)."""
+@cache
+def tokenized_sentences() -> tuple[int, tuple[tuple[int, ...], ...]]:
+    """(vocabulary size, token ids of each shipped sentence), read once."""
     document = json.loads(resources.files("autotune").joinpath("data/sentences.json").read_text("utf-8"))
-    return document["vocab_size"], [s["ids"] for s in document["sentences"]]
+    return document["vocab_size"], tuple(tuple(s["ids"]) for s in document["sentences"])
 
 
 def applies(specs) -> bool:
@@ -51,7 +53,7 @@ def applies(specs) -> bool:
         and ids.index_range is not None and ids.index_range[1] + 1 == vocab
 
 
-def sentence_inputs(specs, ids: list[int]) -> dict[str, np.ndarray] | None:
+def sentence_inputs(specs, ids: tuple[int, ...]) -> dict[str, np.ndarray] | None:
     """One sentence as a batch of one, padded to the shortest length the inputs take (None when
     the sentence is longer than they take)."""
     spec = next(s for s in specs if s.name == "input_ids")

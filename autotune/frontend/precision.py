@@ -58,7 +58,8 @@ def projections_to_bf16(target):
     class ProjectionsToBF16(relax.PyExprMutator):
         def __init__(self, mod=None):
             super().__init__(mod)
-            self.packed: dict = {}
+            self.packed: dict = {}  # weight constant -> its packed [K/2, N, 2] bits
+            self.tables: dict = {}  # table constant -> its bits (a tied constant may be both)
             self.bits: dict = {}
 
         def visit_call_(self, call):
@@ -79,9 +80,9 @@ def projections_to_bf16(target):
         def _widened_rows(self, call):
             """A table read (embeddings) from the table in bf16, widened to fp32 after the read."""
             table, indices = call.args
-            if table not in self.packed:
-                self.packed[table] = relax.const(bf16.bf16_bits(table.value.numpy()))
-            rows = self.builder_.emit(relax.op.take(self.packed[table], indices, axis=call.attrs.axis,
+            if table not in self.tables:
+                self.tables[table] = relax.const(bf16.bf16_bits(table.value.numpy()))
+            rows = self.builder_.emit(relax.op.take(self.tables[table], indices, axis=call.attrs.axis,
                                                     mode=call.attrs.mode))
             return self.builder_.call_te(bf16.widened_tensor, rows, primfunc_name_hint="bf16_widened")
 
@@ -96,8 +97,6 @@ def _fp32_constant(expr) -> bool:
 
 def _projection(call, packable) -> bool:
     """Whether ``call`` multiplies an fp32 activation by a constant fp32 2-D weight ``packable`` takes."""
-    import tvm
-
     x, weight = call.args
     if not _fp32_constant(weight) or str(getattr(x.ty, "dtype", "")) != "float32":
         return False
