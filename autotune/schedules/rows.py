@@ -25,6 +25,8 @@ def row_reduction(mod, target, parallel: bool):
     lanes = vector_lanes(target)
     partials = [sch.get(b).name_hint for b in split_lanes_out(sch, [i.block_rv for i in infos], lanes)]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    if len(sch.get_loops(blocks[-1])) == 1:  # one row: its unit row loops were normalised away
+        sch.add_unit_loop(sch.get_loops(blocks[-1])[0])
     rows = sch.fuse(*sch.get_loops(blocks[-1])[:-1])
     if parallel:
         sch.parallel(rows)
