@@ -1,6 +1,7 @@
 """autotune: automated tuning of Transformer inference on Apache TVM.
 
-``tune`` and ``compile`` drive the compiler, ``bench`` times an artifact against its peers, and
+``tune`` and ``compile`` drive the compiler, ``bench`` times an artifact against its peers
+(``bench_generate``: a translation generator's ``generate`` calls), and
 ``load`` is the production loader, which imports only TVM's runtime. The compiler's modules load on
 first use, so ``import autotune`` stays cheap. ``manual`` holds the hook for hand schedules.
 """
@@ -18,13 +19,16 @@ from .schedules import manual
 
 if TYPE_CHECKING:
     from .bench.bench import BenchResult
+    from .bench.generation import GenerationBenchResult
     from .jobs.compile import CompileResult
+    from .jobs.seq2seq import Seq2SeqCompileResult
+    from .jobs.seq2seq_tune import Seq2SeqTuneSummary
     from .jobs.tune import TuneSummary
     from .measure.config import MeasureConfig
     from .search.driver import SearchConfig
 
-__all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "__version__", "bench", "compile", "load",
-           "manual", "tune"]
+__all__ = ["AutotuneError", "CompiledModel", "ValidationFailed", "__version__", "bench", "bench_generate", "compile",
+           "load", "manual", "tune"]
 
 
 def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, target="host",
@@ -33,11 +37,15 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
          manual: Sequence[str | Path] = (), progress: Callable[[dict], None] | None = None,
          rpc: str | None = None, rpc_key: str | None = None, precision: str = "fp32",
          confirm: bool = True, trust_runners: Sequence[str] | None = None,
-         measure: MeasureConfig | None = None, tune_shapes: str | None = None) -> TuneSummary:
+         measure: MeasureConfig | None = None, tune_shapes: str | None = None, task: str = "model",
+         max_new_tokens: int = 32) -> TuneSummary | Seq2SeqTuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database.
 
     Args:
-        model: the ONNX file.
+        model: the ONNX file; with ``task="seq2seq"``, a translation model's folder in Hugging Face
+            Optimum's layout, whose three parts are tuned as one job (``shapes`` names only the
+            source, ``{"input_ids": "1..8x1..64"}``, rows counting sentences × beams).
+        max_new_tokens: ``task="seq2seq"``: the longest output (the KV cache's capacity).
         shapes: a frozen shape per input with dynamic dims, e.g. ``{"input_ids": (1, 128)}``, or
             a range per dim, ``{"input_ids": ((1, 8), (1, 128))}`` or ``{"input_ids": "1..8x1..128"}``
             (inputs sharing a dim in the model share it).
@@ -73,7 +81,18 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
                           tuple(manual), rpc, rpc_key, precision, confirm,
                           tuple(trust_runners) if trust_runners is not None else None,
                           measure or MeasureConfig(), tune_shapes)
+    if task == "seq2seq":
+        from .jobs.generator_parts import source_of
+        from .jobs.seq2seq_tune import tune_seq2seq
+
+        return tune_seq2seq(model, source_of(_source_dims(shapes)), max_new_tokens, options, progress)
     return run(model, options, progress)
+
+
+def _source_dims(shapes: dict | None) -> dict:
+    from .frontend.buckets import as_dims
+
+    return {name: as_dims(shape, f"shapes[{name!r}]") for name, shape in (shapes or {}).items()}
 
 
 def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb users know
@@ -82,13 +101,15 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
             fusion: str = "full", pins: Sequence[str] = (), precision: str = "fp32",
             max_rel_err: float | None = None, min_cosine: float | None = None,
             inputs: str | Path | None = None, trust_runners: Sequence[str] | None = None,
-            min_sentence_cosine: float | None = None) -> CompileResult:
+            min_sentence_cosine: float | None = None, task: str = "model",
+            max_new_tokens: int = 32) -> CompileResult | Seq2SeqCompileResult:
     """Build the model with the database's chosen records, validate it against ONNX Runtime, and
     only then put it at ``output`` with its manifest (``output.json``).
 
     Args:
-        model, shapes, target, db, fusion, precision: as for ``tune``.
-        output: the ``.so`` to write.
+        model, shapes, target, db, fusion, precision, task, max_new_tokens: as for ``tune``.
+        output: the ``.so`` to write; with ``task="seq2seq"``, the generator manifest ``NAME.json``
+            (its parts go to ``NAME.parts/``), which ``load`` takes.
         validate: compare with ONNX Runtime before deploying (skip only where it cannot run).
         rtol, atol: fp32 tolerances (default ``autotune.common.tolerances``).
         pins: manual schedule names to use wherever they have a record, even when slower.
@@ -116,6 +137,14 @@ def compile(model: str | Path, output: str | Path,  # noqa: A001 - the verb user
                              ATOL if atol is None else atol, fusion, tuple(pins), precision, max_rel_err,
                              min_cosine, inputs, tuple(trust_runners) if trust_runners is not None else None,
                              min_sentence_cosine)
+    if task == "seq2seq":
+        from dataclasses import replace
+
+        from .jobs.generator_parts import source_of
+        from .jobs.seq2seq import compile_seq2seq
+
+        return compile_seq2seq(model, output, source_of(_source_dims(shapes)), max_new_tokens,
+                               replace(options, shapes=None))
     return run(model, output, options)
 
 
@@ -144,3 +173,33 @@ def bench(artifact: str | Path, count: int = 100, duration_s: float | None = Non
     config = BenchConfig(count=count, duration_s=duration_s, warmup=warmup, threads=threads,
                          untuned_runs=untuned_runs)
     return run(artifact, config, model, tuple(peers), others, inputs)
+
+
+def bench_generate(generator: str | Path, batches: Sequence[int] = (1, 4, 8),
+                   source_lengths: Sequence[int] = (16, 32, 64, 128), new_tokens: int = 32, beams: int = 1,
+                   count: int = 20, duration_s: float | None = None, threads: int | None = None,
+                   model: str | Path | None = None, peers: bool = True,
+                   plot_dir: str | Path | None = None) -> GenerationBenchResult:
+    """Time whole ``generate`` calls of a translation generator (``compile(task="seq2seq")``) per
+    batch size × source length, beside ONNX Runtime running the same loop over the model's files.
+
+    Args:
+        generator: the generator manifest ``NAME.json``.
+        batches, source_lengths: the grid; every sentence generates exactly ``new_tokens`` tokens.
+        beams: beam search with this many beams (1: greedy).
+        count, duration_s: ``count`` calls per system and point (or for ``duration_s``).
+        threads: ONNX Runtime's threads (default: the cores this process may use).
+        model: the model's folder for ONNX Runtime (default: the one the manifest names).
+        peers: time ONNX Runtime's loop beside it.
+        plot_dir: write the latency-vs-batch and throughput-vs-length PNGs here.
+
+    Returns:
+        The ``GenerationBenchResult``: per point and system p50/p90/p95/p99, sentences/s and tokens/s,
+        and at batch 1 a cached step's time outside its compiled function.
+    """
+    from .bench.generation import GenerationGrid, bench_generation
+    from .bench.timing import BenchConfig
+
+    grid = GenerationGrid(tuple(batches), tuple(source_lengths), new_tokens, beams, peers)
+    return bench_generation(generator, grid, BenchConfig(count=count, duration_s=duration_s, warmup=2,
+                                                         threads=threads), model, plot_dir)

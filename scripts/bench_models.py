@@ -33,7 +33,8 @@ from pathlib import Path
 os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 import autotune  # noqa: E402
-from autotune.bench.bench import bench
+from autotune.bench.bench import bench  # noqa: E402
+from autotune.bench.plots import latency_and_throughput  # noqa: E402
 from autotune.bench.timing import BenchConfig  # noqa: E402
 from autotune.errors import AutotuneError  # noqa: E402
 from autotune.models import ModelConfig, write_example  # noqa: E402
@@ -176,38 +177,6 @@ def peer_text_accuracy(model: Path, peers: tuple[str, ...]) -> dict:
     return result
 
 
-def plot(name: str, rows: list[dict], out_dir: Path) -> list[str]:
-    """Latency (p50) against batch size at the longest sequence; throughput against sequence length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    systems = sorted({s for r in rows for s in r["systems"]})
-    written = []
-    for x_key, fixed_key, metric, label, file_name in (
-            ("batch", "seq", "p50_ms", "p50 latency (ms)", "latency_vs_batch.png"),
-            ("seq", "batch", "throughput_per_s", "throughput (sequences/s)", "throughput_vs_seq.png")):
-        fixed = max(r[fixed_key] for r in rows) if x_key == "batch" else min(r[fixed_key] for r in rows)
-        chosen = sorted((r for r in rows if r[fixed_key] == fixed), key=lambda r: r[x_key])
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for system in systems:
-            points = [(r[x_key], r["systems"][system][metric]) for r in chosen if system in r["systems"]]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=system)
-        ax.set_xlabel(x_key)
-        ax.set_ylabel(label)
-        ax.set_yscale("log")
-        ax.set_title(f"{name}, {fixed_key}={fixed}")
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{name}_{file_name}"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(str(path))
-    return written
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("models", nargs="+", choices=[*BUNDLED, *EXPORTED])
@@ -239,7 +208,7 @@ def main() -> None:
                 for b in args.batches]
         report["models"][name] = {"artifacts": [{**built, "paths": {k: str(v) for k, v in built["paths"].items()}}
                                                 for _, built in artifacts],
-                                  "configs": rows, "plots": plot(name, rows, args.out_dir),
+                                  "configs": rows, "plots": latency_and_throughput(name, rows, args.out_dir),
                                   "peer_text_accuracy": peer_text_accuracy(model, args.peers)}
     print(json.dumps(report, indent=1))
 

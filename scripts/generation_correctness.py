@@ -4,7 +4,9 @@
 Exports a small Marian-style model (random weights, ``export_models.marian_model``) in Optimum's
 layout, compiles it with ``autotune compile --task seq2seq``, then generates on random source
 batches of mixed lengths (ids up to the vocabulary's last) greedy and with beams, and prints JSON:
-sentences compared and how many were token for token the same as transformers' ``generate``.
+sentences compared and how many were token for token the same as transformers' ``generate``;
+where greedy parted, the position and the gap between the two tokens' logits (ONNX Runtime's,
+given the common prefix), flagged ``near_tie`` within ``runtime.generation.NEAR_TIE``.
 Needs the export extra (torch, transformers).
 
     python scripts/generation_correctness.py --out /tmp/gen-check
@@ -16,12 +18,16 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from autotune.frontend.seq2seq import OnnxRuntimeSteps, read_seq2seq
+from autotune.runtime.generation import divergences
+
 sys.path.insert(0, str(Path(__file__).parent))
-from export_models import MARIAN_EOS, export_marian, marian_model  # noqa: E402
+from export_models import MARIAN_EOS, MARIAN_PAD, export_marian, marian_model  # noqa: E402
 
 
 def _sentence(row: list[int]) -> list[int]:
@@ -45,6 +51,7 @@ def main() -> None:
                     "--shape", "input_ids=1..4x1..16", "--max-new-tokens", str(args.max_new_tokens),
                     "-o", str(manifest), "--db", f"sqlite:///{args.out / 'tuning.db'}", "-q"], check=True)
     translator = autotune.load(manifest)
+    reference = OnnxRuntimeSteps(read_seq2seq(folder), 1)  # the logits a difference is judged by
     rng = np.random.default_rng(0)
     counts = {beams: {"sentences": 0, "same": 0} for beams in (1, 2, 4)}
     for _ in range(args.batches):
@@ -62,7 +69,19 @@ def main() -> None:
             same = [_sentence(a) == _sentence(b) for a, b in zip(ours.tolist(), theirs.tolist())]
             count["sentences"] += len(same)
             count["same"] += sum(same)
+            if beams == 1 and not all(same):  # where greedy parted: a near-tie of the reference's logits?
+                parted = divergences(reference, ids, mask, _ended(ours), _ended(theirs), MARIAN_PAD)
+                count.setdefault("differences", []).extend(asdict(d) for d in parted)
     print(json.dumps({"greedy" if b == 1 else f"beams_{b}": c for b, c in counts.items()}))
+
+
+def _ended(tokens: np.ndarray) -> np.ndarray:
+    """Each row padded after its first end of sentence (transformers keeps the width of the batch)."""
+    out = np.full_like(tokens, MARIAN_PAD)
+    for row, sentence in enumerate(tokens.tolist()):
+        kept = _sentence(sentence)
+        out[row, :len(kept)] = kept
+    return out
 
 
 if __name__ == "__main__":

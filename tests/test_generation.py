@@ -204,14 +204,52 @@ def _export_script():
 
 
 @pytest.fixture(scope="module")
-def compiled_generator(tmp_path_factory, seq2seq_folder):
-    from autotune.jobs.compile import CompileOptions
-    from autotune.jobs.seq2seq import compile_seq2seq
+def tuned_generator(tmp_path_factory, seq2seq_folder):
+    """``tune --task seq2seq`` for a handful of trials: the database and the job's summary."""
+    import autotune
 
     out = tmp_path_factory.mktemp("generator")
-    result = compile_seq2seq(seq2seq_folder, out / "translator.json", "1..4x1..8", 6,
-                             CompileOptions(db=f"sqlite:///{out / 'tuning.db'}"))
+    db = f"sqlite:///{out / 'tuning.db'}"
+    return db, autotune.tune(seq2seq_folder, {"input_ids": "1..4x1..8"}, db=db, trials=10, confirm=False,
+                             task="seq2seq", max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def compiled_generator(tmp_path_factory, seq2seq_folder, tuned_generator):
+    import autotune
+
+    out = tmp_path_factory.mktemp("generator")
+    result = autotune.compile(seq2seq_folder, out / "translator.json", {"input_ids": ((1, 4), (1, 8))},
+                              db=tuned_generator[0], task="seq2seq", max_new_tokens=6)
     return Path(result.manifest), result
+
+
+def test_one_tuning_job_covers_the_three_parts_with_the_budget_where_generation_spends_its_time(
+        tuned_generator, compiled_generator):
+    summary = tuned_generator[1]
+    shares = summary.budget_shares
+    assert set(summary.parts) == {"encoder", "first_step", "next_step"}
+    assert abs(sum(shares.values()) - 1) <= 0.02 and min(shares.values()) >= 0.09
+    assert shares["next_step"] > shares["encoder"]  # 5 cached steps a generation against 1 encoder call
+    assert summary.trials_measured == sum(p["trials_measured"] for p in summary.parts.values()) > 0
+    assert all(p["trials_measured"] >= 1 for p in summary.parts.values())
+    assert sum(p["tasks_tuned"] for p in compiled_generator[1].parts.values()) > 0  # compile found the records
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--shape", "input_ids=1..4x1..8", "--shape", "attention_mask=1..4x1..8"], "takes one --shape, the source's"),
+    (["--shape", "input_ids=1..4x1..8", "--tune-shapes", "1x4"], "--tune-shapes names shapes of one model"),
+    (["--shape", "input_ids=1..4x1..8", "--max-new-tokens", "0"], "--max-new-tokens"),
+])
+def test_tune_seq2seq_refuses_what_it_cannot_take_in_one_line(seq2seq_folder, tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "autotune.cli", "tune", str(seq2seq_folder), "--task", "seq2seq",
+                           "--trials", "2", "--db", f"sqlite:///{tmp_path / 't.db'}", *flags],
+                          capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_compiled_generator_gives_the_tokens_of_onnx_runtime_greedy_and_beam(compiled_generator, seq2seq_folder):
@@ -264,3 +302,103 @@ def test_max_new_tokens_defaults_to_the_most_the_generator_was_compiled_for(comp
 
     tokens = autotune.load(compiled_generator[0]).generate(np.array([[3, 4, 5]]))
     assert tokens.shape[1] <= 1 + 6
+
+
+def test_bench_generate_times_the_generator_beside_onnx_runtime_on_the_same_tokens(compiled_generator, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "autotune.cli", "bench", str(compiled_generator[0]), "--generate",
+                           "--batches", "1", "3", "--src-lens", "5", "--new-tokens", "6", "--count", "3",
+                           "--plot", str(tmp_path), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [(p["batch"], p["source_length"]) for p in result["points"]] == [(1, 5), (3, 5)]
+    for point in result["points"]:
+        assert point["same_tokens"] == 1.0
+        ours, theirs = point["systems"]["autotune"], point["systems"]["onnxruntime"]
+        assert ours["runs"] == theirs["runs"] == 3
+        # every sentence generated exactly 6 tokens (no end before them), in p50-sized calls
+        assert ours["tokens_per_s"] == pytest.approx(ours["sentences_per_s"] * 6)
+        assert ours["tokens_per_s_vs_onnxruntime"] == pytest.approx(ours["tokens_per_s"] / theirs["tokens_per_s"])
+    overhead = result["overhead"]
+    assert 0 < overhead["kernels_ms"] <= overhead["step_ms"] and 0 <= overhead["overhead_share"] < 1
+    assert sorted(Path(p).name for p in result["plots"]) == ["translator_latency_vs_batch.png",
+                                                             "translator_throughput_vs_seq.png"]
+
+
+def test_bench_generate_outside_the_compiled_ranges_names_the_range(compiled_generator):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "autotune.cli", "bench", str(compiled_generator[0]), "--generate",
+                           "--batches", "5", "--src-lens", "5", "--new-tokens", "6"], capture_output=True, text=True)
+    assert done.returncode == 2 and "outside the batch range 1..4" in done.stderr, done.stderr
+
+
+def test_min_new_tokens_keeps_every_sentence_going_as_transformers_processor_does(seq2seq_folder):
+    steps = OnnxRuntimeSteps(read_seq2seq(seq2seq_folder), 1)
+    ids, mask = _source_batch(np.random.default_rng(5), SMALL.vocab, 3, 6)
+    for beams in (1, 2):
+        free = generate(steps, ids, mask, _config(10, beams))
+        held = generate(steps, ids, mask, _config(10, beams, min_new_tokens=10))
+        assert held.shape == (3, 11)
+        assert not np.isin(held[:, 1:10], EOS).any()
+        assert free.shape[1] < 11 or np.isin(free[:, 1:], EOS).any()  # the model does end early on its own
+    with pytest.raises(AutotuneError, match="min_new_tokens must be in"):
+        _config(4, min_new_tokens=5).check(SMALL.vocab)
+
+
+def _generator_copy(path: Path, folder: Path) -> Path:
+    folder.mkdir()
+    copy = folder / path.name
+    shutil.copy(path, copy)
+    shutil.copytree(path.with_suffix(".parts"), copy.with_suffix(".parts"))
+    return copy
+
+
+def test_a_signed_generator_loads_with_its_key_and_a_rewritten_manifest_or_part_manifest_does_not(
+        tmp_path, compiled_generator, monkeypatch, capsys):
+    import json
+
+    import autotune
+    from autotune.cli import main
+
+    assert main(["keygen", "-o", str(tmp_path / "deploy")]) == 0
+    path = _generator_copy(compiled_generator[0], tmp_path / "signed")
+    with pytest.raises(AutotuneError, match="has no signature"):
+        autotune.load(path, public_key=tmp_path / "deploy.pub")
+    assert main(["sign", str(path), "--key", str(tmp_path / "deploy.key")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(path), "--public-key", str(tmp_path / "deploy.pub"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["signed"] is True
+    monkeypatch.setenv("AUTOTUNE_PUBLIC_KEY", str(tmp_path / "deploy.pub"))
+    assert autotune.load(path).generate(np.array([[3, 4, 5]]), max_new_tokens=3).shape[0] == 1  # parts: by their pins
+    manifest = json.loads(path.read_text())
+    part_manifest = path.parent / (manifest["parts"]["encoder"]["file"] + ".json")
+    part_manifest.write_text(part_manifest.read_text().replace('"passed": true', '"passed": true '))
+    with pytest.raises(AutotuneError, match="is not the pinned manifest"):
+        autotune.load(path)
+    manifest["parts"]["encoder"]["manifest_sha256"] = __import__("hashlib").sha256(part_manifest.read_bytes()).hexdigest()
+    path.write_text(json.dumps(manifest))  # re-pinned by whoever rewrote it: the signature no longer holds
+    with pytest.raises(AutotuneError, match="does not carry a valid signature"):
+        autotune.load(path)
+    assert main(["verify", str(path)]) == 2
+    assert "does not carry a valid signature" in capsys.readouterr().err
+
+
+def test_a_greedy_difference_is_located_and_judged_by_the_reference_logits(seq2seq_folder):
+    from autotune.runtime.generation import divergences, forced_logits
+
+    steps = OnnxRuntimeSteps(read_seq2seq(seq2seq_folder), 1)
+    ids, mask = _source_batch(np.random.default_rng(7), SMALL.vocab, 2, 6)
+    theirs = generate(steps, ids, mask, _config(8, min_new_tokens=8))
+    assert divergences(steps, ids, mask, theirs, theirs, SEQ2SEQ_TOKENS["pad_token_id"]) == []
+    ours = theirs.copy()
+    logits = forced_logits(steps, ids[1:], mask[1:], theirs[1:, :4])[0]
+    ours[1, 4] = int(np.argsort(logits)[0])  # the least likely token at position 4
+    (found,) = divergences(steps, ids, mask, ours, theirs, SEQ2SEQ_TOKENS["pad_token_id"])
+    assert (found.sentence, found.position, found.ours, found.theirs) == (1, 4, ours[1, 4], theirs[1, 4])
+    assert logits.argmax() == theirs[1, 4]  # the forced prefix gives the logits greedy chose by
+    assert found.logit_gap > 0 and not found.near_tie

@@ -28,7 +28,9 @@ def run_bench(args):
     from ..bench.timing import BenchConfig
     from ..runtime.manifest import read_manifest
 
-    config = BenchConfig(count=args.count, duration_s=args.duration, warmup=args.warmup,
+    if args.generate:
+        return run_bench_generate(args)
+    config = BenchConfig(count=args.count or 100, duration_s=args.duration, warmup=args.warmup,
                          threads=args.threads, untuned_runs=args.untuned_runs, streams=args.streams,
                          stream_seconds=args.stream_duration)
     others = dict(args.other)
@@ -83,8 +85,10 @@ def peer_list(text: str) -> tuple[str, ...]:
 
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="latency percentiles and throughput vs ONNX Runtime and untuned TVM")
-    p.add_argument("artifact", help="compiled .so (with its manifest beside it)")
-    p.add_argument("--count", type=positive_int, default=100)
+    p.add_argument("artifact", help="compiled .so (with its manifest beside it), or with --generate a "
+                   "translation generator's NAME.json")
+    p.add_argument("--count", type=positive_int, help="timed runs per system (default 100; --generate: "
+                   "20 generate calls per point)")
     p.add_argument("--duration", type=duration_arg, help="measure for this long instead of --count")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=positive_int, help="threads for every system (default: cores)")
@@ -107,8 +111,57 @@ def add_bench(sub) -> None:
                    help="also time N concurrent requests (a VM each; benchmark_app's throughput mode)")
     p.add_argument("--stream-duration", type=duration_arg, default=10.0,
                    help="how long the streams run (default 10s)")
+    add_generate_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_bench)
+
+
+def add_generate_options(p) -> None:
+    group = p.add_argument_group("translation generators (--generate)")
+    group.add_argument("--generate", action="store_true", help="time whole generate calls of a generator "
+                       "(compile --task seq2seq) beside ONNX Runtime in the same search loop")
+    group.add_argument("--batches", type=positive_int, nargs="+", default=[1, 4, 8], metavar="N")
+    group.add_argument("--src-lens", type=positive_int, nargs="+", default=[16, 32, 64, 128], metavar="N",
+                       help="source lengths (tokens)")
+    group.add_argument("--new-tokens", type=positive_int, default=32,
+                       help="tokens every sentence generates (no end before them)")
+    group.add_argument("--beams", type=positive_int, default=1, help="beam search with this many beams")
+    group.add_argument("--plot", metavar="DIR", help="write latency-vs-batch and throughput-vs-length PNGs here")
+
+
+def run_bench_generate(args):
+    from ..bench.generation import GenerationGrid, bench_generation
+    from ..bench.timing import BenchConfig
+
+    if args.peers or args.other or args.shapes or args.inputs or args.streams > 1:
+        raise AutotuneError("bench --generate times a generator beside ONNX Runtime's loop; --peers, --other, "
+                            "--shapes, --inputs and --streams are for single artifacts")
+    grid = GenerationGrid(tuple(args.batches), tuple(args.src_lens), args.new_tokens, args.beams,
+                          peers=not args.no_peers)
+    config = BenchConfig(count=args.count or 20, duration_s=args.duration, warmup=min(args.warmup, 2),
+                         threads=args.threads)
+    result = bench_generation(args.artifact, grid, config, args.model, args.plot)
+    if not args.json:
+        print_generation(result)
+    return result
+
+
+def print_generation(result) -> None:
+    """A ``GenerationBenchResult`` as one table row per point and system, then the step overhead."""
+    rows = [{"batch": p.batch, "src_len": p.source_length, "system": name, **stats.as_dict(),
+             "per_turn_vs_onnxruntime": _turn_range(stats.turns_vs_onnxruntime),
+             "same_tokens": "" if p.same_tokens is None or name == "onnxruntime" else f"{p.same_tokens:.0%}"}
+            for p in result.points for name, stats in p.systems.items()]
+    print(f"{result.new_tokens} new tokens a sentence, {result.beams} beam(s), {result.threads} threads")
+    print(table(rows, ["batch", "src_len", "system", "runs", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                       "sentences_per_s", "tokens_per_s", "tokens_per_s_vs_onnxruntime", "per_turn_vs_onnxruntime",
+                       "same_tokens"]))
+    if result.overhead:
+        o = result.overhead
+        print(f"\nbatch 1, {o.source_length} source tokens: a cached step takes {o.step_ms:.3f} ms in the loop, "
+              f"{o.kernels_ms:.3f} ms of it in its compiled function: {o.overhead_share:.1%} outside the kernels")
+    for plot in result.plots:
+        print(f"wrote {plot}")
 
 
 def run_example(args) -> dict:

@@ -11,6 +11,9 @@ from .args import (add_model, add_output_options, add_precision, add_target, dur
 
 def print_progress(event: dict) -> None:
     """One stderr line per search round, or per step of the finalists' re-timing."""
+    if "part" in event:
+        print(f"part {event['part']}: {event['share']:.0%} of the budget", file=sys.stderr, flush=True)
+        return
     if "confirming" in event:
         print(f"re-timing finalists: {event['confirming']}", file=sys.stderr, flush=True)
         return
@@ -48,6 +51,15 @@ def add_tune_shapes(parser) -> None:
                              "1x32,1x128,8x128 (default: each ranged dim mid-range and at its top)")
 
 
+def add_task(parser, what: str) -> None:
+    """``--task`` and ``--max-new-tokens``, which ``tune`` and ``compile`` share."""
+    parser.add_argument("--task", choices=["model", "seq2seq"], default="model",
+                        help="seq2seq: MODEL is a translation model's folder in Hugging Face Optimum's layout "
+                             f"(encoder, decoder, decoder with past), {what}")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32, help="--task seq2seq: the longest "
+                        "output the generator serves (the KV cache's capacity)")
+
+
 def measure_config(args):
     """The measuring settings of ``tune``'s flags (tvmc's names), defaults where not given."""
     from ..measure.config import MeasureConfig
@@ -81,12 +93,29 @@ def run_tune(args):
                           precision=args.precision, confirm=not args.no_confirm,
                           trust_runners=args.trust_runners, measure=measure_config(args),
                           tune_shapes=args.tune_shapes)
+    if args.task == "seq2seq":
+        return _tune_seq2seq(args, options)
     summary = tune(args.model, options, None if args.quiet else print_progress)
     if not args.json:
         if summary.manual_schedules:
             print(table(summary.manual_schedules, ["schedule", "task", "latency_ms", "error"]) + "\n")
         print(table([summary.as_dict()], ["job_id", "tasks", "tasks_from_database", "trials_measured",
                                           "failures", "tuning_seconds", "estimated_latency_ms"]))
+    return summary
+
+
+def _tune_seq2seq(args, options):
+    """``tune DIR --task seq2seq``: the three parts of a translation model (``jobs.seq2seq_tune``)."""
+    from ..jobs.generator_parts import source_of
+    from ..jobs.seq2seq_tune import tune_seq2seq
+
+    summary = tune_seq2seq(args.model, source_of(options.shapes or {}), args.max_new_tokens, options,
+                           None if args.quiet else print_progress)
+    if not args.json:
+        rows = [{"part": name, "budget_share": summary.budget_shares[name], **part}
+                for name, part in summary.parts.items()]
+        print(table(rows, ["part", "budget_share", "job_id", "tasks", "tasks_from_database", "trials_measured",
+                           "failures", "tuning_seconds"]))
     return summary
 
 
@@ -111,6 +140,7 @@ def add_tune(sub) -> None:
     p.add_argument("--rpc-key", metavar="KEY", help="the key the RPC servers registered under")
     p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
                    help="reuse only records these runners timed: local, rpc:KEY (comma-separated)")
+    add_task(p, "tuned as one job")
     add_measure_options(p)
     add_precision(p)
     p.set_defaults(func=run_tune)
@@ -143,13 +173,10 @@ def run_compile(args):
 
 def _compile_seq2seq(args, given: dict, options):
     """``compile DIR --task seq2seq``: the generator of a translation model (``jobs.seq2seq``)."""
+    from ..jobs.generator_parts import source_of
     from ..jobs.seq2seq import compile_seq2seq
 
-    if set(given) != {"input_ids"}:
-        raise AutotuneError("--task seq2seq takes one --shape, the source's: --shape input_ids=ROWSxTOKENS, "
-                            "e.g. input_ids=1..8x1..64 (rows count sentences × beams)")
-    source = "x".join(str(dim) for dim in given["input_ids"])
-    summary = compile_seq2seq(args.model, args.output, source, args.max_new_tokens, options)
+    summary = compile_seq2seq(args.model, args.output, source_of(given), args.max_new_tokens, options)
     if not args.json:
         check = summary.validation
         print(f"wrote {summary.manifest} ({len(summary.parts)} parts); greedy tokens match ONNX Runtime in "
@@ -164,11 +191,7 @@ def add_compile(sub) -> None:
     add_output_options(p)
     p.add_argument("-o", "--output", required=True, help="path of the .so to write (--task seq2seq: of "
                    "the generator manifest NAME.json, its parts in NAME.parts/)")
-    p.add_argument("--task", choices=["model", "seq2seq"], default="model",
-                   help="seq2seq: MODEL is a translation model's folder in Hugging Face Optimum's layout "
-                        "(encoder, decoder, decoder with past), compiled into one generator")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="--task seq2seq: the longest output "
-                   "the generator serves (the KV cache's capacity)")
+    add_task(p, "compiled into one generator")
     p.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
     p.add_argument("--inputs", metavar="X.npz", help="validate on these inputs (one array per input "
                    "name; default: random inputs the model accepts)")
@@ -178,9 +201,9 @@ def add_compile(sub) -> None:
     p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
     add_precision(p)
     p.add_argument("--max-rel-err", type=float, help="largest relative error allowed vs ONNX Runtime "
-                   "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol)")
+                   "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol, but a --task seq2seq part 1e-3)")
     p.add_argument("--min-cosine", type=float, help="lowest cosine similarity allowed per output "
-                   "(default: fp16 0.999, bf16 0.99)")
+                   "(default: fp16 0.999, bf16 0.99, a --task seq2seq part 0.9999)")
     p.add_argument("--min-sentence-cosine", type=float,
                    help="reduced precision: lowest cosine of a real sentence's mean-pooled embedding to "
                         "fp32's, on the shipped sentences where they fit the model (default 0.999)")

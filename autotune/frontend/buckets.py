@@ -10,6 +10,7 @@ Numpy only: the production loader dispatches with it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -24,10 +25,14 @@ MAX_EXACT_VALUES = 16  # a dim padding would change gets one bucket per value: a
 
 @dataclass(frozen=True)
 class DimRange:
-    """The values ``low..high`` (inclusive) one dim may take; ``low == high`` is a fixed dim."""
+    """The values ``low..high`` (inclusive) one dim may take; ``low == high`` is a fixed dim.
+    ``rungs``, where given, are the bucket values for it instead of ``ladder``'s default (a
+    caller that knows where the dim's cost lies, e.g. a decoder step's source length, which only
+    its cross-attention reads, wants fewer buckets than an encoder's)."""
 
     low: int
     high: int
+    rungs: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         return str(self.low) if self.low == self.high else f"{self.low}..{self.high}"
@@ -70,10 +75,23 @@ def as_dims(shape, what: str) -> tuple[DimRange, ...]:
             dims.append(DimRange(int(dim), int(dim)))
         else:
             raise AutotuneError(f"bad {what}: dim {position} is {dim!r}; expected an int or (low, high)")
-    return parse_dims("x".join(map(str, dims)), what)  # the same checks as the CLI's
+    checked = parse_dims("x".join(map(str, dims)), what)  # the same checks as the CLI's
+    return tuple(dataclasses.replace(c, rungs=d.rungs) for c, d in zip(checked, dims))
 
 
 ROW_TILE = 4  # the rows of the heuristic matmul's wide register tile (``schedules.matmul``)
+
+
+def powers_of_two(dim: DimRange) -> DimRange:
+    """``dim`` (a sequence) with rungs at the powers of two from ``ROW_TILE`` up to its top
+    (rounded up to a multiple of ``ROW_TILE``, as ``ladder`` rounds it): few buckets."""
+    top = -(-dim.high // ROW_TILE) * ROW_TILE
+    rungs, value = {top}, ROW_TILE
+    while value < top:
+        if value >= dim.low:
+            rungs.add(value)
+        value *= 2
+    return dataclasses.replace(dim, rungs=tuple(sorted(rungs)))
 
 
 def ladder(dim: DimRange, pad_safe: bool, leading: bool = True) -> list[int]:
@@ -86,6 +104,9 @@ def ladder(dim: DimRange, pad_safe: bool, leading: bool = True) -> list[int]:
     once. A leading dim (a batch) starts at its ``low`` and ends at its ``high``."""
     if not pad_safe:
         return list(range(dim.low, dim.high + 1))
+    if dim.rungs:  # the caller's: they cover the range (its top is the last)
+        rungs = sorted(r for r in set(dim.rungs) if r >= dim.low)
+        return rungs if rungs and rungs[-1] >= dim.high else [*rungs, dim.high]
     if leading:
         bottom, top = dim.low, dim.high
     else:

@@ -215,16 +215,28 @@ def _report_manual_failures(results: list, progress: ProgressFn | None) -> None:
 def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: ProgressFn | None = None
          ) -> TuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database (see ``TuneOptions``)."""
+    check_budget(options)
+    prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision,
+                       for_tuning=True, tune_shapes=options.tune_shapes)
+    return tune_prepared(model, prepared, options, progress)
+
+
+def check_budget(options: TuneOptions) -> None:
+    """One ``AutotuneError`` unless ``options`` give a trial or time budget."""
+    if options.trials is None and options.time_budget_s is None:
+        raise AutotuneError("give a budget: --trials N and/or --time-budget DURATION")
+
+
+def tune_prepared(model: str | Path, prepared: Prepared, options: TuneOptions,
+                  progress: ProgressFn | None = None) -> TuneSummary:
+    """``tune`` of a model already prepared for tuning with ``options`` (``jobs.prepare``)."""
     from ..measure.rpc import rpc_target
     from ..schedules.manual import load_schedules
 
-    if options.trials is None and options.time_budget_s is None:
-        raise AutotuneError("give a budget: --trials N and/or --time-budget DURATION")
+    check_budget(options)
     budget = Budget(trials=options.trials, seconds=options.time_budget_s)
     remote = rpc_target(options.rpc, options.rpc_key) if options.rpc or options.rpc_key else None
     schedules = [item for module in options.manual for item in load_schedules(module)]
-    prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision,
-                       for_tuning=True, tune_shapes=options.tune_shapes)
     if remote is None:
         backend_for(prepared.target).check_runnable(prepared.target, "measure candidates")
     settings = [options.fusion, options.config.trials_per_round, sorted(s.source_sha256 for s in schedules)]

@@ -51,6 +51,7 @@ class GenerationConfig:
     num_beams: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | str = False  # True, False or "never", as in transformers
+    min_new_tokens: int = 0  # no end-of-sequence before this many new tokens (transformers' processor)
 
     def check(self, vocab: int, max_new_tokens_limit: int | None = None) -> None:
         """One ``AutotuneError`` for a setting the model cannot take."""
@@ -59,6 +60,9 @@ class GenerationConfig:
         if max_new_tokens_limit is not None and self.max_new_tokens > max_new_tokens_limit:
             raise AutotuneError(f"max_new_tokens {self.max_new_tokens} is beyond the past length this model "
                                 f"was compiled for: at most {max_new_tokens_limit}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise AutotuneError(f"min_new_tokens must be in [0, max_new_tokens={self.max_new_tokens}], "
+                                f"got {self.min_new_tokens}")
         if self.num_beams < 1:
             raise AutotuneError(f"num_beams must be at least 1, got {self.num_beams}")
         if self.early_stopping not in (True, False, "never"):
@@ -110,12 +114,22 @@ def _greedy(steps: Seq2SeqSteps, input_ids, attention_mask, config: GenerationCo
     for step in range(config.max_new_tokens):
         if step:
             logits, cache = steps.next_step(chosen[-1][:, None], encoded, cache)
-        best = np.where(open_rows, logits.argmax(axis=-1), config.pad_token_id)
+        best = np.where(open_rows, _without_early_end(logits, step, config).argmax(axis=-1), config.pad_token_id)
         chosen.append(best)
         open_rows &= ~np.isin(best, config.eos_token_id)
         if not open_rows.any():
             break
     return np.stack(chosen, axis=1)
+
+
+def _without_early_end(scores: np.ndarray, generated: int, config: GenerationConfig) -> np.ndarray:
+    """``scores`` with end-of-sequence made unchoosable while fewer than ``min_new_tokens`` tokens
+    were generated (transformers' ``MinNewTokensLengthLogitsProcessor``)."""
+    if generated >= config.min_new_tokens:
+        return scores
+    scores = scores.copy()
+    scores[:, list(config.eos_token_id)] = -np.inf
+    return scores
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -180,7 +194,8 @@ def _advance(state: _Beams, logits: np.ndarray, length: int, config: GenerationC
     batch, beams = state.running_scores.shape
     vocab = logits.shape[-1]
     keep = max(2, 1 + len(config.eos_token_id)) * beams
-    summed = (_log_softmax(logits).reshape(batch, beams, vocab) + state.running_scores[:, :, None]
+    log_probs = _without_early_end(_log_softmax(logits), length - 1, config)
+    summed = (log_probs.reshape(batch, beams, vocab) + state.running_scores[:, :, None]
               ).reshape(batch, beams * vocab)
     top = _top(summed, keep)
     top_scores = np.take_along_axis(summed, top, axis=1)
@@ -233,3 +248,46 @@ def _best_hypotheses(state: _Beams, pad_token_id: int) -> np.ndarray:
     for row, (tokens, size) in enumerate(zip(state.finished[:, 0], lengths)):
         out[row, :size] = tokens[:size]
     return out
+
+
+NEAR_TIE = 1e-3  # logits this close (relative to the row's largest) may order either way in fp32
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two greedy outputs of one sentence part, and whether a near-tie explains it."""
+
+    sentence: int
+    position: int  # index in the output (0: the decoder start token)
+    ours: int
+    theirs: int
+    logit_gap: float  # reference logit of ``theirs`` minus that of ``ours``, relative to the row's largest
+    near_tie: bool
+
+
+def forced_logits(steps: Seq2SeqSteps, input_ids: np.ndarray, attention_mask: np.ndarray,
+                  prefix: np.ndarray) -> np.ndarray:
+    """The logits ``[batch, vocab]`` after feeding ``prefix [batch, length]`` (start token first)."""
+    encoded = steps.encode(input_ids, attention_mask)
+    logits, cache = steps.first_step(prefix[:, :1], encoded)
+    for position in range(1, prefix.shape[1]):
+        logits, cache = steps.next_step(prefix[:, position:position + 1], encoded, cache)
+    return logits
+
+
+def divergences(reference: Seq2SeqSteps, input_ids: np.ndarray, attention_mask: np.ndarray,
+                ours: np.ndarray, theirs: np.ndarray, pad_token_id: int) -> list[Divergence]:
+    """For each sentence whose greedy tokens differ, the first differing position and the gap
+    between the two chosen tokens' logits under ``reference`` given the common prefix."""
+    width = max(ours.shape[1], theirs.shape[1])
+    ours, theirs = (np.pad(t, [(0, 0), (0, width - t.shape[1])], constant_values=pad_token_id) for t in (ours, theirs))
+    found = []
+    for row in np.flatnonzero(np.any(ours != theirs, axis=1)):
+        position = int(np.argmax(ours[row] != theirs[row]))
+        logits = forced_logits(reference, input_ids[row:row + 1], attention_mask[row:row + 1],
+                               theirs[row:row + 1, :position])[0]
+        scale = max(float(np.abs(logits).max()), 1e-12)
+        gap = float(logits[theirs[row, position]] - logits[ours[row, position]]) / scale
+        found.append(Divergence(int(row), position, int(ours[row, position]), int(theirs[row, position]), gap,
+                                abs(gap) <= NEAR_TIE))
+    return found

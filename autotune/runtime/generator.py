@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import AutotuneError
 from .generation import GenerationConfig, check_source, generate, token_ids
-from .loader import CompiledModel
+from .loader import CompiledModel, verify_artifact
 from .loader import load as load_artifact
+from .trust import public_key_from, verify_signature
 
 FORMAT = "autotune-seq2seq/1"
 PART_NAMES = ("encoder", "first_step", "next_step")
@@ -52,16 +53,48 @@ def load(path: str | Path, trust_unverified: bool = False, expected_sha256: str 
     return load_artifact(path, trust_unverified, expected_sha256, public_key)
 
 
+def verify_generator(path: Path, public_key: str | Path | None = None) -> dict:
+    """The generator manifest at ``path`` once it and every part verify: its signature where a
+    key is required (``public_key`` or ``$AUTOTUNE_PUBLIC_KEY``), then each part's ``.so`` and
+    manifest against the hashes it pins (imports no TVM). Returns the manifest."""
+    key = public_key_from(public_key)
+    manifest = _signed_manifest(path, key)
+    for name in PART_NAMES:
+        part = manifest["parts"][name]
+        verify_artifact(path.parent / part["file"], **_pins(part, key))
+    return manifest
+
+
+def _signed_manifest(path: Path, key: str | None) -> dict:
+    """The generator manifest at ``path``, its signature checked where ``key`` is given."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise AutotuneError(f"{path}: cannot read the generator manifest: {err}") from None
+    if key is not None:
+        verify_signature(path, data, key)
+    return _parse(data, path)
+
+
+def _pins(part: dict, key: str | None) -> dict:
+    """How a part is verified: by the hashes of its ``.so`` and manifest that the (verified)
+    generator manifest pins; one compiled before manifests were pinned needs its own signature."""
+    if "manifest_sha256" in part:
+        return {"expected_sha256": part["sha256"], "expected_manifest_sha256": part["manifest_sha256"]}
+    return {"expected_sha256": part["sha256"], "public_key": key}
+
+
 class Translator:
     """A loaded translation model: ``generate`` turns source token ids into target token ids."""
 
     def __init__(self, manifest_path: Path, public_key: str | Path | None = None):
         self.path = manifest_path
-        self.manifest = _read(manifest_path)
+        key = public_key_from(public_key)
+        self.manifest = _signed_manifest(manifest_path, key)  # the parts are verified as they load
         parts = self.manifest["parts"]
         self.parts: dict[str, CompiledModel] = {
-            name: load_artifact(manifest_path.parent / parts[name]["file"], expected_sha256=parts[name]["sha256"],
-                                public_key=public_key) for name in PART_NAMES}
+            name: load_artifact(manifest_path.parent / parts[name]["file"], **_pins(parts[name], key))
+            for name in PART_NAMES}
         self.vocab = int(self.manifest["layout"]["vocab"])
         self.max_new_tokens = int(self.manifest["ranges"]["max_new_tokens"])
         self.tokens = self.manifest.get("tokens", {})
@@ -69,21 +102,29 @@ class Translator:
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None, num_beams: int = 1,
                  eos_token_id: int | list[int] | None = None, decoder_start_token_id: int | None = None,
                  pad_token_id: int | None = None, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False) -> np.ndarray:
+                 early_stopping: bool | str = False, min_new_tokens: int = 0) -> np.ndarray:
         """Target token ids ``[batch, 1 + generated]`` (starting with the decoder start token, padded
         after each sentence's end) for source ``input_ids [batch, length]``, greedy or by beam
         search, as transformers' ``generate``. Token ids default to the model's config. A bad
         input raises ``AutotuneError`` and the model keeps serving. ``max_new_tokens`` defaults to
-        the most the model was compiled for."""
+        the most the model was compiled for; no sentence ends before ``min_new_tokens``."""
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        config = self._config(max_new_tokens, num_beams, eos_token_id, decoder_start_token_id, pad_token_id,
-                              length_penalty, early_stopping)
+        config = self.config(max_new_tokens, num_beams, eos_token_id, decoder_start_token_id, pad_token_id,
+                             length_penalty, early_stopping, min_new_tokens)
         ids, mask = check_source(input_ids, attention_mask, self.vocab)
-        self._check_ranges(ids.shape[0] * num_beams, ids.shape[1])
-        steps = DeviceSteps(self.parts, ids.shape[0] * num_beams, ids.shape[1], max_new_tokens)
-        return generate(steps, ids, mask, config)
+        return generate(self.steps(ids.shape[0] * num_beams, ids.shape[1], max_new_tokens), ids, mask, config)
 
-    def _config(self, max_new_tokens, num_beams, eos, start, pad, length_penalty, early_stopping) -> GenerationConfig:
+    def steps(self, rows: int, length: int, max_new_tokens: int) -> DeviceSteps:
+        """The parts as the generation loop drives them, for ``rows`` rows (sentences × beams) of
+        sources of ``length`` tokens; ``AutotuneError`` outside the compiled ranges."""
+        self._check_ranges(rows, length)
+        return DeviceSteps(self.parts, rows, length, max_new_tokens)
+
+    def config(self, max_new_tokens: int, num_beams: int = 1, eos=None, start=None, pad=None,
+               length_penalty: float = 1.0, early_stopping: bool | str = False,
+               min_new_tokens: int = 0) -> GenerationConfig:
+        """The checked ``GenerationConfig`` of ``generate``'s settings (token ids from the model's
+        config where not given)."""
         def token(given, key):
             value = given if given is not None else self.tokens.get(key)
             if value is None:
@@ -91,8 +132,8 @@ class Translator:
             return value
 
         config = GenerationConfig(int(max_new_tokens), int(token(start, "decoder_start_token_id")),
-                                  token_ids(token(eos, "eos_token_id")), int(token(pad, "pad_token_id")), int(num_beams), float(length_penalty),
-                                  early_stopping)
+                                  token_ids(token(eos, "eos_token_id")), int(token(pad, "pad_token_id")),
+                                  int(num_beams), float(length_penalty), early_stopping, int(min_new_tokens))
         config.check(self.vocab, self.max_new_tokens)
         return config
 
@@ -108,10 +149,10 @@ class Translator:
                                 "this model was compiled for")
 
 
-def _read(path: Path) -> dict:
+def _parse(data: bytes, path: Path) -> dict:
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        manifest = json.loads(data)
+    except ValueError as err:
         raise AutotuneError(f"{path}: cannot read the generator manifest: {err}") from None
     missing = [p for p in PART_NAMES if p not in manifest.get("parts", {})]
     if missing:
@@ -134,9 +175,12 @@ class DeviceSteps:
         step = parts["next_step"]
         wanted = {"batch_size": rows, "encoder_sequence_length": length, "cache_capacity": new_tokens}
         self.sizes = {d: _rung(rungs, wanted[d]) for d, rungs in step.plan.ladders.items()}
-        self.bucket_rows, self.capacity = self.sizes["batch_size"], self.sizes["cache_capacity"]
+        self.bucket_rows = self.sizes["batch_size"]
+        self.capacity = self.sizes.get("cache_capacity") or _spec(step, "cache_mask").shape[1]  # ranged, or fixed
         self.position = 0
         self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
+        self.last_call: tuple[CompiledModel, str, list] | None = None  # the part, function and device
+        # arguments of the latest call: a benchmark times the kernels of a step alone by repeating it
 
     def _device(self, array: np.ndarray):
         return self._tvm.runtime.tensor(np.ascontiguousarray(array), self.parts["next_step"].device)
@@ -151,15 +195,24 @@ class DeviceSteps:
         bucket = model.bucket_at({d: sizes[d] for d in model.plan.ladders})
         args = [arrays[spec.name] if not isinstance(arrays[spec.name], np.ndarray) else self._device(arrays[spec.name])
                 for spec in model.input_specs]
+        self.last_call = (model, bucket.function, args)
         return dict(zip(model.output_names, model.run_on_device(bucket.function, args)))
 
     def encode(self, input_ids, attention_mask):
+        """The encoder at its own bucket for the source; its states and mask padded (masked out)
+        up to the steps' source bucket where that is longer."""
         encoder = self.parts["encoder"]
-        bucket = encoder.bucket_at({"batch_size": _rung(encoder.plan.ladders["batch_size"], input_ids.shape[0]),
-                                    "encoder_sequence_length": self.sizes["encoder_sequence_length"]})
+        ladders = encoder.plan.ladders
+        bucket = encoder.bucket_at({"batch_size": _rung(ladders["batch_size"], input_ids.shape[0]),
+                                    "encoder_sequence_length": _rung(ladders["encoder_sequence_length"],
+                                                                     input_ids.shape[1])})
         padded = encoder.plan.pad({"input_ids": input_ids, "attention_mask": attention_mask}, bucket)
-        out = self._run("encoder", bucket.dims, padded)
-        return {"mask": padded["attention_mask"], "hidden": out["last_hidden_state"]}
+        hidden = self._run("encoder", bucket.dims, padded)["last_hidden_state"]
+        mask, extra = padded["attention_mask"], self.sizes["encoder_sequence_length"] - padded["attention_mask"].shape[1]
+        if extra > 0:
+            mask = np.pad(mask, [(0, 0), (0, extra)])
+            hidden = self._device(np.pad(hidden.numpy(), [(0, 0), (0, extra), (0, 0)]))
+        return {"mask": mask, "hidden": hidden}
 
     def select(self, state: dict, rows: np.ndarray) -> dict:
         if "hidden" in state:  # the encoder's states expanded to beams: once per call, on the host
@@ -200,6 +253,10 @@ class DeviceSteps:
         grown = {name.replace("present.", "past_key_values.", 1): value for name, value in out.items()
                  if name.startswith("present.")}
         return out["logits"].numpy()[:self.rows, -1], {**cache, **grown}
+
+
+def _spec(model: CompiledModel, name: str):
+    return next(spec for spec in model.input_specs if spec.name == name)
 
 
 def _rung(rungs: list[int], value: int) -> int:

@@ -155,12 +155,16 @@ def _warn_unverified(so_path: Path) -> None:
 
 
 def verify_artifact(so_path: Path, trust_unverified: bool = False, expected_sha256: str | None = None,
-                    public_key: str | Path | None = None) -> tuple[bytes, Manifest | None]:
+                    public_key: str | Path | None = None, expected_manifest_sha256: str | None = None
+                    ) -> tuple[bytes, Manifest | None]:
     """The bytes of ``so_path`` and its manifest, once both are verified as ``load`` describes
-    (imports no TVM: ``autotune verify`` uses it alone)."""
+    (imports no TVM: ``autotune verify`` uses it alone). ``expected_manifest_sha256`` pins the
+    manifest's bytes too: with ``expected_sha256``, the caller has verified the document that pins
+    both (a signed generator manifest), and no signature of this artifact is asked for."""
     if not so_path.is_file():
         raise AutotuneError(f"artifact not found: {so_path}")
-    key = public_key_from(public_key)
+    pinned = expected_sha256 is not None and expected_manifest_sha256 is not None
+    key = None if pinned else public_key_from(public_key)
     if trust_unverified:
         _warn_unverified(so_path)
     data = so_path.read_bytes()
@@ -171,6 +175,8 @@ def verify_artifact(so_path: Path, trust_unverified: bool = False, expected_sha2
     if trust_unverified and key is None and not manifest_path(so_path).is_file():
         return data, None
     manifest_bytes = read_manifest_bytes(so_path)
+    if expected_manifest_sha256 is not None and hashlib.sha256(manifest_bytes).hexdigest() != expected_manifest_sha256:
+        raise AutotuneError(f"{manifest_path(so_path)} is not the pinned manifest of {so_path}; refusing to load it")
     manifest = parse_manifest(manifest_bytes, manifest_path(so_path))
     if key is not None:
         verify_signature(so_path, manifest_bytes, key)
@@ -184,7 +190,7 @@ def verify_artifact(so_path: Path, trust_unverified: bool = False, expected_sha2
 
 
 def load(path: str | Path, trust_unverified: bool = False, expected_sha256: str | None = None,
-         public_key: str | Path | None = None) -> CompiledModel:
+         public_key: str | Path | None = None, expected_manifest_sha256: str | None = None) -> CompiledModel:
     """Load a compiled ``.so`` after checking it, and return the model to call.
 
     Args:
@@ -194,10 +200,11 @@ def load(path: str | Path, trust_unverified: bool = False, expected_sha256: str 
         expected_sha256: the hash the deployer pinned (``autotune history artifacts`` prints it).
         public_key: an Ed25519 public key file; the manifest must carry a valid signature of it
             (``autotune sign``). ``$AUTOTUNE_PUBLIC_KEY`` makes this the default.
+        expected_manifest_sha256: the manifest's pinned hash (``verify_artifact``).
 
     Raises:
         AutotuneError: the artifact does not verify, failed validation, or cannot run on this host.
     """
     so_path = Path(path)
-    data, manifest = verify_artifact(so_path, trust_unverified, expected_sha256, public_key)
+    data, manifest = verify_artifact(so_path, trust_unverified, expected_sha256, public_key, expected_manifest_sha256)
     return CompiledModel(so_path, manifest, data)

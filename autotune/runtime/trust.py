@@ -74,12 +74,13 @@ def fingerprint(public_key) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def sign(so_path: str | Path, private_key: str | Path) -> Path:
-    """Sign the manifest beside ``so_path`` (as its bytes are now); the signature file's path."""
+def sign(so_path: str | Path, private_key: str | Path, document: Path | None = None) -> Path:
+    """Sign the manifest beside ``so_path`` (as its bytes are now), or ``document``, the manifest
+    that stands for it (a generator's, which pins its parts); the signature file's path."""
     from .manifest import manifest_path
 
     key = _load_key(private_key, private=True)
-    manifest_bytes = manifest_path(so_path).read_bytes()
+    manifest_bytes = (document or manifest_path(so_path)).read_bytes()
     record = {"format": SIGNATURE_FORMAT, "algorithm": "ed25519",
               "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
               "public_key_sha256": fingerprint(key.public_key()),
