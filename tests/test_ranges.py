@@ -79,6 +79,16 @@ def test_shape_ranges_parse_and_name_what_is_wrong():
         parse_shape("input_ids")
 
 
+def test_a_dims_own_rungs_replace_the_ladder_where_padding_is_safe_and_survive_the_api():
+    from autotune.frontend.buckets import as_dims, powers_of_two
+
+    assert ladder(powers_of_two(DimRange(1, 64)), pad_safe=True, leading=False) == [4, 8, 16, 32, 64]
+    assert ladder(powers_of_two(DimRange(9, 50)), pad_safe=True, leading=False) == [16, 32, 52]
+    assert ladder(powers_of_two(DimRange(3, 6)), pad_safe=False, leading=False) == [3, 4, 5, 6]  # exact dims stay exact
+    (kept,) = as_dims((powers_of_two(DimRange(1, 64)),), "--shape source")
+    assert kept.rungs == (4, 8, 16, 32, 64)
+
+
 def test_ladders_pad_little_and_exact_dims_take_every_value():
     rungs = ladder(DimRange(1, 128), pad_safe=True)
     assert rungs[0] == 1 and rungs[-1] == 128

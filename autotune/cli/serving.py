@@ -30,6 +30,10 @@ def run_bench(args):
 
     if args.generate:
         return run_bench_generate(args)
+    from ..runtime.generator import is_generator_manifest
+
+    if is_generator_manifest(Path(args.artifact)):
+        raise AutotuneError(f"{args.artifact} is a translation generator: time it with bench --generate")
     config = BenchConfig(count=args.count or 100, duration_s=args.duration, warmup=args.warmup,
                          threads=args.threads, untuned_runs=args.untuned_runs, streams=args.streams,
                          stream_seconds=args.stream_duration)
