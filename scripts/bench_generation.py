@@ -58,7 +58,7 @@ def main() -> None:
     if not generator.is_file():
         _autotune("compile", str(folder), "--task", "seq2seq", *shape, "-o", str(generator), "-q")
     result = autotune.bench_generate(generator, args.batches, args.src_lens, args.new_tokens, args.beams,
-                                     count=args.count, model=folder, plot_dir=args.out / "plots" / build)
+                                     count=args.count, model=folder, plot_dir=args.out / "plots" / (build if args.beams == 1 else f"{build}_beams{args.beams}"))
     print(json.dumps({"build": build, "generator": str(generator), **result.as_dict()}, indent=1))
 
 
