@@ -57,8 +57,9 @@ def main() -> None:
         _autotune("tune", str(folder), "--task", "seq2seq", *shape, "--time-budget", args.tune, "-q")
     if not generator.is_file():
         _autotune("compile", str(folder), "--task", "seq2seq", *shape, "-o", str(generator), "-q")
+    plots = args.out / "plots" / (build if args.beams == 1 else f"{build}_beams{args.beams}")
     result = autotune.bench_generate(generator, args.batches, args.src_lens, args.new_tokens, args.beams,
-                                     count=args.count, model=folder, plot_dir=args.out / "plots" / (build if args.beams == 1 else f"{build}_beams{args.beams}"))
+                                     count=args.count, model=folder, plot_dir=plots)
     print(json.dumps({"build": build, "generator": str(generator), **result.as_dict()}, indent=1))
 
 
