@@ -14,7 +14,7 @@ import pytest
 
 from autotune.errors import AutotuneError
 from autotune.frontend.seq2seq import PARTS, OnnxRuntimeSteps, read_seq2seq
-from autotune.models import SEQ2SEQ_TOKENS, TINY, ModelConfig, write_seq2seq_example
+from autotune.models import SEQ2SEQ_TOKENS, TINY, write_seq2seq_example
 from autotune.runtime.generation import GenerationConfig, check_source, generate
 
 SMALL = replace(TINY, vocab=200, d_model=32, heads=4, decoder_layers=2)

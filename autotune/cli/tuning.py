@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import AutotuneError
 from .args import (add_model, add_output_options, add_precision, add_target, duration_arg, positive_int,
                    runner_list, shapes, space_of, table, target_of)
 

@@ -28,8 +28,8 @@ from ..errors import AutotuneError, ValidationFailed
 from ..frontend.buckets import DimRange
 from ..frontend.seq2seq import OnnxRuntimeSteps, Seq2SeqLayout, read_seq2seq
 from ..runtime.generation import NEAR_TIE, GenerationConfig, divergences, generate, token_ids
-from ..runtime.manifest import manifest_path as artifact_manifest
 from ..runtime.generator import FORMAT, PART_NAMES, Translator
+from ..runtime.manifest import manifest_path as artifact_manifest
 from .compile import CompileOptions, compile
 from .generator_parts import check_new_tokens, part_models, part_shapes, source_range
 
