@@ -160,6 +160,10 @@ class Peaks(Result):
         peak = {"bf16": self.bf16_gflops, "int8": self.int8_gops}.get(precision)
         return peak or self.fma_gflops
 
+    def floor_s(self, flops: float, bytes_: float, precision: str = "fp32") -> float:
+        """The least time work of ``flops`` over ``bytes_`` can take under these roofs."""
+        return max(flops / (self.compute_peak(precision) * 1e9), bytes_ / (self.bandwidth_gbs * 1e9))
+
     @property
     def ridge(self) -> float:
         """The arithmetic intensity (FLOP per byte) from which a kernel is compute bound."""

@@ -76,7 +76,7 @@ def _headroom_text(workload, latency_s: float, target_json: dict) -> str:
     func = workload.mod["main"]
     flops, bytes_ = float(estimate_tir_flops(workload.mod)), buffer_bytes(func)
     peaks = host_peaks(int(target_json.get("num-cores", 0)) or usable_cores())
-    floor_s = max(flops / (peaks.fma_gflops * 1e9), bytes_ / (peaks.bandwidth_gbs * 1e9))
+    floor_s = peaks.floor_s(flops, bytes_)
     buffers = ", ".join(f"{p.name} {p.dtype}{[int(d) for d in p.shape]}" for p in func.params if hasattr(p, "shape"))
     return (f"Buffers: {buffers}.\n"
             f"Work: {flops / 1e6:.3f} MFLOP, {bytes_ / 1e3:.1f} kB of buffers. At this host's roofs "

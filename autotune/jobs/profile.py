@@ -92,13 +92,14 @@ def _fused_module(manifest):
 
 
 def _row(name: str, calls: int, seconds: float, latency_s: float, work: tuple[float, float] | None,
-         peaks: Peaks, compute_peak: float) -> KernelProfile:
+         peaks: Peaks, precision: str) -> KernelProfile:
     us = seconds * 1e6
     if work is None:  # the VM's own work: nothing to compute, all of it overhead
         return KernelProfile(name, calls, us, seconds / latency_s, "runtime", 0.0, 0.0, 0.0, 0.0,
                              0.0, 0.0, 0.0, us, seconds / latency_s)
     flops, bytes_ = (value * calls for value in work)
-    floor_s = max(flops / (compute_peak * 1e9), bytes_ / (peaks.bandwidth_gbs * 1e9))
+    floor_s = peaks.floor_s(flops, bytes_, precision)
+    compute_peak = peaks.compute_peak(precision)
     gflops, gbs = flops / seconds / 1e9, bytes_ / seconds / 1e9
     bound = "compute" if flops / max(bytes_, 1.0) >= compute_peak / peaks.bandwidth_gbs else "memory"
     headroom_s = max(seconds - floor_s, 0.0)
@@ -125,8 +126,7 @@ def profile(so_path: str | Path, rounds: int = ROUNDS, inferences: int = INFEREN
     instrumented_s = statistics.median(timer.instrumented_wall)
     work = kernel_work(_fused_module(manifest))
     kernels = [_row(name, timer.calls[name], statistics.median(per_round), instrumented_s,
-                    None if name.startswith(RUNTIME) else work.get(name, (0.0, 0.0)), peaks,
-                    peaks.compute_peak(manifest.precision))
+                    None if name.startswith(RUNTIME) else work.get(name, (0.0, 0.0)), peaks, manifest.precision)
                for name, per_round in timer.per_round.items()]
     kernels.sort(key=lambda k: (k.bound == "runtime", -k.headroom_us))  # the VM's own rows last
     calls = sum(k.calls for k in kernels)

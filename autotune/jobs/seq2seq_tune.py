@@ -52,18 +52,15 @@ def tune_seq2seq(folder: str | Path, source: str, max_new_tokens: int, options: 
     check_new_tokens(max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="autotune-seq2seq-") as work:
         paths = part_models(layout, Path(work))
-        prepared = {}
-        for name in PART_NAMES:
-            shapes = part_shapes(name, layout, rows, length, max_new_tokens)
-            prepared[name] = prepare(paths[name], shapes, options.target, options.fusion, options.precision,
-                                     for_tuning=True)
+        shapes = {name: part_shapes(name, layout, rows, length, max_new_tokens) for name in PART_NAMES}
+        prepared = {name: prepare(paths[name], shapes[name], options.target, options.fusion, options.precision,
+                                  for_tuning=True) for name in PART_NAMES}
         shares = budget_shares(prepared, max_new_tokens)
         summaries = {}
         for name in PART_NAMES:
             if progress:
                 progress({"part": name, "share": shares[name]})
-            part_options = replace(options, shapes=part_shapes(name, layout, rows, length, max_new_tokens),
-                                   **_part_budget(options, shares[name]))
+            part_options = replace(options, shapes=shapes[name], **_part_budget(options, shares[name]))
             summaries[name] = tune_prepared(paths[name], prepared[name], part_options, progress)
     return Seq2SeqTuneSummary(
         folder=str(folder), budget_shares=shares, parts={n: s.as_dict() for n, s in summaries.items()},
@@ -82,10 +79,8 @@ def budget_shares(prepared: dict[str, Prepared], max_new_tokens: int) -> dict[st
     target = next(iter(prepared.values())).target
     peaks = host_peaks(target_cores(target))
 
-    def roofline_s(task) -> float:
-        return max(task.flops / (peaks.fma_gflops * 1e9), buffer_bytes(task.mod["main"]) / (peaks.bandwidth_gbs * 1e9))
-
-    seconds = {name: calls_per_generation(name, max_new_tokens) * sum(t.weight * roofline_s(t) for t in p.tasks)
+    seconds = {name: calls_per_generation(name, max_new_tokens)
+               * sum(t.weight * peaks.floor_s(t.flops, buffer_bytes(t.mod["main"])) for t in p.tasks)
                for name, p in prepared.items()}
     total = sum(seconds.values()) or 1.0
     floored = {name: max(s / total, MIN_SHARE) for name, s in seconds.items()}

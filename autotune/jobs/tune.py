@@ -215,7 +215,7 @@ def _report_manual_failures(results: list, progress: ProgressFn | None) -> None:
 def tune(model: str | Path, options: TuneOptions = TuneOptions(), progress: ProgressFn | None = None
          ) -> TuneSummary:
     """Tune every task of an ONNX model; every measurement goes to the database (see ``TuneOptions``)."""
-    check_budget(options)
+    check_budget(options)  # before the import, which takes a while on a large model
     prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision,
                        for_tuning=True, tune_shapes=options.tune_shapes)
     return tune_prepared(model, prepared, options, progress)

@@ -181,7 +181,7 @@ class DeviceSteps:
         self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
         self.filled = np.zeros((self.bucket_rows, self.capacity), np.int64)  # the cache slots written
         self.staged: dict[str, object] = {}  # a device tensor per small per-step input, refilled each step
-        self.entries: dict[str, tuple[str, list[str]]] = {}  # per part and bucket: its function, input names
+        self.entries: dict[tuple, tuple[str, list[str]]] = {}  # per part and bucket: its function, input names
         self.last_call: tuple[CompiledModel, str, list] | None = None  # the part, function and device
         # arguments of the latest call: a benchmark times the kernels of a step alone by repeating it
 
@@ -209,7 +209,7 @@ class DeviceSteps:
         the device: into kept tensors where ``staged``, as a step's small inputs are)."""
         model = self.parts[part]
         bucket = {d: sizes[d] for d in model.plan.ladders}
-        key = f"{part}{sorted(bucket.items())}"
+        key = (part, *sorted(bucket.items()))
         if key not in self.entries:
             self.entries[key] = (model.bucket_at(bucket).function, [spec.name for spec in model.input_specs])
         function, names = self.entries[key]
