@@ -189,15 +189,15 @@ class _StepClock:
         return self.steps.select(state, rows)
 
 
-def step_overhead(translator, length: int, new_tokens: int, rng) -> StepOverhead:
-    """A cached step's wall time in the greedy loop at batch 1 against its compiled function alone."""
+def step_overhead(translator, length: int, new_tokens: int, rng, batch: int = 1) -> StepOverhead:
+    """A cached step's wall time in the greedy loop at ``batch`` against its compiled function alone."""
     from ..runtime.generation import generate
 
     settings = translator.config(new_tokens, min_new_tokens=new_tokens)
-    ids, mask = _source(translator, 1, length, rng)
+    ids, mask = _source(translator, batch, length, rng)
     gaps = []
     for _ in range(3):
-        clock = _StepClock(translator.steps(1, length, new_tokens))
+        clock = _StepClock(translator.steps(batch, length, new_tokens))
         generate(clock, ids, mask, settings)
         gaps += list(np.diff(clock.starts))
     model, function, args = clock.steps.last_call  # the last cached step, replayed alone
