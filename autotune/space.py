@@ -20,7 +20,7 @@ KNOBS: dict[str, tuple] = {
     "threads": (1, 2, 4, 8, 16, 32, 64),
     "fusion": ("full", "none"),
     "trials_per_round": (2, 4, 8, 16, 32),
-    "precision": ("fp32", "fp16", "bf16"),
+    "precision": ("fp32", "fp16", "bf16", "int8"),
 }
 _TOP_LEVEL = {"family", "target", "budget", "manual", "accuracy", "graph", "study"}
 

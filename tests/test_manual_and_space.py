@@ -27,7 +27,7 @@ ENCODER_SHAPES = {"input_ids": (1, 32)}
     ("family: t\nbudget: {trials: lots}", "key 'budget.trials' must be a whole number of trials, got 'lots'"),
     ("family: t\nbudget: {time: soon}", "key 'budget.time' must be a duration"),
     ("family: t\ngraph: {precision: [int4]}",
-     "key 'graph.precision' must be a non-empty list drawn from ['fp32', 'fp16', 'bf16']"),
+     "key 'graph.precision' must be a non-empty list drawn from ['fp32', 'fp16', 'bf16', 'int8']"),
     ("family: t\ngraph: {threads: 2}", "key 'graph.threads' must be a non-empty list"),
     ("budget: {trials: 4}", "key 'family' must be a string"),
 ])

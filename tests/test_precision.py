@@ -1,5 +1,5 @@
-"""Reduced precision on CPU: bf16 with native dot products (AVX512-BF16), fp16 as TVM lowers it;
-every build checked against fp32 ONNX Runtime."""
+"""Reduced precision on CPU: bf16 and int8 with native dot products (AVX512-BF16 ``vdpbf16ps``,
+AVX512-VNNI ``vpdpbusd``), fp16 as TVM lowers it; every build checked against fp32 ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import autotune
 from autotune.cli import main
 from autotune.deploy import text_accuracy
 from autotune.models import ModelConfig, write_example
-from autotune.schedules import bf16
+from autotune.schedules import bf16, int8
+from autotune.schedules.dot import has_dot_block
 from autotune.targets.host import lacking_on_host
 
 from .conftest import run_env
@@ -23,6 +24,11 @@ from .conftest import run_env
 SHAPES = {"input_ids": (1, 16)}
 needs_bf16 = pytest.mark.skipif(bool(lacking_on_host([bf16.FEATURE])),
                                 reason="this CPU lacks AVX512-BF16 (vdpbf16ps)")
+needs_vnni = pytest.mark.skipif(bool(lacking_on_host([int8.FEATURE])),
+                                reason="this CPU lacks AVX512-VNNI (vpdpbusd)")
+# each native precision, its kernel module, and the CPU it needs
+NATIVE = [pytest.param("bf16", bf16, marks=needs_bf16, id="bf16"),
+          pytest.param("int8", int8, marks=needs_vnni, id="int8")]
 
 
 def _instructions(so_path, mnemonic: str) -> int:
@@ -30,48 +36,52 @@ def _instructions(so_path, mnemonic: str) -> int:
     return disassembly.stdout.count(mnemonic)
 
 
-@needs_bf16
-def test_bf16_computes_projections_with_vdpbf16ps_and_stores_half_the_weight_bytes(tmp_path):
+@pytest.mark.parametrize("precision, instruction, size_ratio, feature", [
+    pytest.param("bf16", "vdpbf16ps", 0.65, "avx512bf16", marks=needs_bf16, id="bf16"),  # every weight in 2 bytes
+    pytest.param("int8", "vpdpbusd", 0.5, "avx512vnni", marks=needs_vnni, id="int8")])  # projections in 1, tables in 2
+def test_native_precision_computes_projections_with_its_instruction_and_stores_fewer_weight_bytes(
+        tmp_path, precision, instruction, size_ratio, feature):
     # weights (2 MB in fp32) well above the code's size, so the artifact's size shows their bytes
     model = write_example("encoder", tmp_path / "encoder.onnx", ModelConfig(
         vocab=2000, d_model=128, heads=4, ffn=512, encoder_layers=1, decoder_layers=0, max_positions=64))
     db = f"sqlite:///{tmp_path / 'e.db'}"
     fp32 = autotune.compile(model, tmp_path / "fp32.so", SHAPES, "host", db)
-    summary = autotune.compile(model, tmp_path / "bf16.so", SHAPES, "host", db, precision="bf16")
+    summary = autotune.compile(model, tmp_path / "native.so", SHAPES, "host", db, precision=precision)
     valid = summary["validation"]
     assert valid["passed"] and valid["min_cosine"] >= 0.999
     assert valid["max_rel_err"] > 1e-4  # fp32 builds match to ~1e-7: the precision took effect
-    manifest = json.loads((tmp_path / "bf16.so.json").read_text())
-    assert manifest["precision"] == "bf16" and manifest["validation"]["min_cosine"] == valid["min_cosine"]
-    assert "avx512bf16" in manifest["required_features"]
+    manifest = json.loads((tmp_path / "native.so.json").read_text())
+    assert manifest["precision"] == precision and manifest["validation"]["min_cosine"] == valid["min_cosine"]
+    assert feature in manifest["required_features"]
     if shutil.which("objdump"):
-        assert _instructions(tmp_path / "bf16.so", "vdpbf16ps") > 0
-        assert _instructions(tmp_path / "fp32.so", "vdpbf16ps") == 0
-    assert (tmp_path / "bf16.so").stat().st_size < 0.65 * (tmp_path / "fp32.so").stat().st_size
+        assert _instructions(tmp_path / "native.so", instruction) > 0
+        assert _instructions(tmp_path / "fp32.so", instruction) == 0
+    assert (tmp_path / "native.so").stat().st_size < size_ratio * (tmp_path / "fp32.so").stat().st_size
     assert fp32["validation"]["max_rel_err"] < 1e-4
 
 
-@needs_bf16
-def test_bf16_search_tensorizes_the_dot_products(tiny_encoder, tmp_path):
-    """The search's candidates of bf16 tasks build (no vectorised loop around the intrinsic) and
-    some use the instruction."""
+@pytest.mark.parametrize("precision, kernel", NATIVE)
+def test_search_tensorizes_the_dot_products(tiny_encoder, tmp_path, precision, kernel):
+    """The search's candidates of bf16 and int8 tasks build (no vectorised loop around the
+    intrinsic) and some use the instruction."""
     import sqlalchemy
 
     db = f"sqlite:///{tmp_path / 'e.db'}"
-    summary = autotune.tune(tiny_encoder, SHAPES, "host", db, trials=40, precision="bf16", confirm=False)
+    summary = autotune.tune(tiny_encoder, SHAPES, "host", db, trials=40, precision=precision, confirm=False)
     assert summary["trials_measured"] > 0
     with sqlalchemy.create_engine(db).connect() as connection:
         rows = connection.execute(sqlalchemy.text(
             "select r.record_json, r.latency_s, r.error_msg from tuning_records r join job_tasks t "
             "on t.workload_id = r.workload_id where r.provenance = 'search' "
-            "and t.task_name like '%bf16_matmul%'")).all()
-    assert rows, "no bf16 task was searched"
-    assert not [r.error_msg for r in rows if r.error_msg], "bf16 candidates failed to build"
-    assert any(bf16.INTRINSIC in r.record_json for r in rows), "no candidate tensorized"
+            "and t.task_name like :kernel"), {"kernel": f"%{kernel.KERNEL}%"}).all()
+    assert rows, f"no {precision} task was searched"
+    assert not [r.error_msg for r in rows if r.error_msg], f"{precision} candidates failed to build"
+    assert any(kernel.INTRINSIC in r.record_json for r in rows), "no candidate tensorized"
     # a fresh process (no schedule rule has run in it) replays the tensorized records
     built = subprocess.run([sys.executable, "-m", "autotune.cli", "compile", str(tiny_encoder), "--shape",
-                            "input_ids=1x16", "--precision", "bf16", "--db", db, "-o", str(tmp_path / "tuned.so"),
-                            "--json"], capture_output=True, text=True, env=run_env(), timeout=600)
+                            "input_ids=1x16", "--precision", precision, "--db", db, "-o",
+                            str(tmp_path / "tuned.so"), "--json"], capture_output=True, text=True, env=run_env(),
+                           timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     assert json.loads(built.stdout)["validation"]["passed"]
 
@@ -85,12 +95,14 @@ def test_bf16_bits_round_to_nearest_even():
     assert packed.shape == (4, 32, 2) and bf16.bf16_values(packed[1, 3]).tolist() == [2 * 32 + 3, 3 * 32 + 3]
 
 
-def test_bf16_is_refused_for_a_target_without_avx512_bf16(tiny_encoder, tmp_path, capsys):
-    code = main(["compile", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", "bf16",
+@pytest.mark.parametrize("precision, instruction", [("bf16", "AVX512-BF16"), ("int8", "AVX512-VNNI")])
+def test_native_precision_is_refused_for_a_target_without_its_instruction(tiny_encoder, tmp_path, capsys,
+                                                                         precision, instruction):
+    code = main(["compile", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", precision,
                  "--target", "avx2", "--db", f"sqlite:///{tmp_path / 'e.db'}", "-o", str(tmp_path / "x.so")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "AVX512-BF16" in err[0] and "haswell" in err[0]
+    assert len(err) == 1 and instruction in err[0] and "haswell" in err[0]
     assert not (tmp_path / "x.so").exists()
 
 
@@ -126,20 +138,23 @@ def test_real_sentences_ship_tokenized_and_compare_embeddings():
     assert noisy.token_cosine_min < noisy.token_cosine_mean < 0.99 and noisy.similarity_spearman < 0.99
 
 
-@needs_bf16
-def test_bf16_is_judged_on_real_sentences_and_refused_past_the_users_limit(tmp_path, capsys):
+@pytest.mark.parametrize("precision, _kernel", NATIVE)
+def test_reduced_precision_is_judged_on_real_sentences_and_refused_past_the_users_limit(tmp_path, capsys,
+                                                                                      precision, _kernel):
     """A BERT-style model with the sentences' vocabulary: compile reports real-text accuracy, and
     a sentence-cosine limit it cannot reach stops the deployment (exit 3, nothing written)."""
+    from autotune.common.tolerances import MIN_SENTENCE_COSINE
+
     model = write_example("bert", tmp_path / "bert.onnx", ModelConfig(
         vocab=30522, d_model=64, heads=2, ffn=128, encoder_layers=1, decoder_layers=0, max_positions=64))
     db = f"sqlite:///{tmp_path / 'e.db'}"
     shapes = {"input_ids": (1, 32), "attention_mask": (1, 32), "token_type_ids": (1, 32)}
-    summary = autotune.compile(model, tmp_path / "bert.so", shapes, "host", db, precision="bf16")
+    summary = autotune.compile(model, tmp_path / "bert.so", shapes, "host", db, precision=precision)
     text = summary["validation"]["text_accuracy"]
-    assert text["sentences"] >= 30 and 0.999 <= text["sentence_cosine_min"] < 1.0
+    assert text["sentences"] >= 30 and MIN_SENTENCE_COSINE[precision] <= text["sentence_cosine_min"] < 1.0
     assert text["token_cosine_min"] <= text["token_cosine_mean"] and summary["validation"]["passed"]
     flags = [f"--shape={n}=1x32" for n in shapes]
-    code = main(["compile", str(model), *flags, "--precision", "bf16", "--db", db,
+    code = main(["compile", str(model), *flags, "--precision", precision, "--db", db,
                  "-o", str(tmp_path / "strict.so"), "--min-sentence-cosine", "0.99999999"])
     assert code == 3 and "real sentences" in capsys.readouterr().err
     assert not (tmp_path / "strict.so").exists()
@@ -154,16 +169,52 @@ def test_dot_product_peaks_are_measured_where_the_cpu_has_the_instruction():
         assert (peak is None) == (flag not in host_cpu_flags()) and (peak is None or peak > 0)
 
 
-@needs_bf16
 @pytest.mark.parametrize("shape", [(1, 16), (3, 16)])
-def test_every_bf16_task_gets_its_vdpbf16ps_schedule_at_any_batch(tiny_encoder, shape):
-    """A task the rule cannot tile would run its naive loops (a hundred times slower)."""
+@pytest.mark.parametrize("precision, kernel", NATIVE)
+def test_every_dot_product_task_gets_its_instruction_schedule_at_any_batch(tiny_encoder, shape, precision, kernel):
+    """A task the rule cannot tile would run its naive loops (a hundred times slower); int8's
+    quantization task gets its own rule."""
     from autotune.jobs.prepare import prepare
     from autotune.schedules.heuristics import heuristic_schedules
 
-    prepared = prepare(tiny_encoder, {"input_ids": shape}, "host", "full", "bf16")
-    dot_tasks = [t for t in prepared.tasks if bf16.has_dot_block(t.mod)]
+    prepared = prepare(tiny_encoder, {"input_ids": shape}, "host", "full", precision)
+    dot_tasks = [t for t in prepared.tasks if has_dot_block(t.mod, kernel.DOT)]
     assert dot_tasks
     for task in dot_tasks:
         schedules = heuristic_schedules(task.mod, prepared.target)
-        assert schedules and all(bf16.INTRINSIC in str(s.trace) for s in schedules), task.name
+        assert schedules and all(kernel.INTRINSIC in str(s.trace) for s in schedules), task.name
+    if precision == "int8":
+        quantize = [t for t in prepared.tasks if t.name.startswith("int8_quantized")]
+        assert quantize and all(heuristic_schedules(t.mod, prepared.target) for t in quantize)
+
+
+def test_int8_quantization_round_trips_within_half_a_step():
+    """Rows quantized by the kernel as numpy would (zero always representable, bounds widened to it),
+    and weights per column within half a step of their values."""
+    import tvm
+    from tvm import te
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 32)).astype(np.float32)
+    packed, scale, column_sums = int8.quantized_weight(weight)
+    values = packed.transpose(0, 2, 1).reshape(64, 32).astype(np.float32)
+    assert packed.shape == (16, 32, 4) and packed.dtype == np.int8 and np.abs(values).max() == 127
+    assert np.all(np.abs(values * scale - weight) <= scale / 2 + 1e-7)
+    assert np.array_equal(column_sums, values.sum(axis=0))
+    x = te.placeholder((3, 5, 48), "float32", name="x")
+    target = tvm.target.Target({"kind": "llvm"})
+    mod = tvm.IRModule({"main": te.create_prim_func([x, *int8.quantized_rows(x)])})
+    lib = tvm.tirx.build(int8.quantize_rows_schedule(mod, target, parallel=True).mod, target=target)
+    rows = (rng.standard_normal((3, 5, 48)) * 3 + 1).astype(np.float32)
+    rows[0, 0] = np.abs(rows[0, 0])  # a row without negative values: its zero point is 0
+    rows[0, 1] = 0.0  # an all-zero row
+    args = [tvm.runtime.tensor(a) for a in (rows, np.zeros(rows.shape, np.uint8), np.zeros((3, 5), np.float32),
+                                            np.zeros((3, 5), np.float32))]
+    lib(*args)
+    q, row_scale, zero_point = (a.numpy() for a in args[1:])
+    low, high = np.minimum(rows.min(-1), 0), np.maximum(rows.max(-1), 0)
+    assert np.allclose(row_scale[0, 2:], ((high - low) / 255)[0, 2:], rtol=1e-6)
+    assert zero_point[0, 0] == 0 and q[0, 1].max() == 0
+    assert np.array_equal(zero_point, np.clip(np.rint(-low / row_scale), 0, 255))
+    restored = (q.astype(np.float32) - zero_point[..., None]) * row_scale[..., None]
+    assert np.all(np.abs(restored - rows) <= row_scale[..., None] * 0.5 + 1e-6)

@@ -45,18 +45,20 @@ class CpuBackend(Backend):
         return [prefetch_pass(), *super().candidate_passes()]
 
     def search_space(self, mod, target):
-        """The default rules; a bf16 task's rules also tile for the ``vdpbf16ps`` intrinsic
-        (``schedules.bf16.search_rules``), and its candidates are tensorized after sampling."""
+        """The default rules; a dot-product task's rules also tile for its instruction's intrinsic
+        (``schedules.dot.search_rules``), and its candidates are tensorized after sampling."""
         from tvm.s_tir import meta_schedule as ms
 
-        from ..schedules import bf16
+        from ..schedules import dot
+        from ..schedules.heuristics import dot_product_of
 
-        if not bf16.has_dot_block(mod):
+        kind = dot_product_of(mod)
+        if kind is None:
             return super().search_space(mod, target)
-        bf16.register_intrinsic()
-        postprocs = [*self.search_postprocs(target), bf16.no_vector_loop_around_intrinsic(),
+        kind.register()
+        postprocs = [*self.search_postprocs(target), dot.no_vector_loop_around_intrinsic(kind),
                      ms.postproc.RewriteTensorize(vectorize_init_loop=True)]
-        return ms.space_generator.PostOrderApply(sch_rules=bf16.search_rules(), postprocs=postprocs)
+        return ms.space_generator.PostOrderApply(sch_rules=dot.search_rules(kind), postprocs=postprocs)
 
     def search_postprocs(self, target) -> list:
         """MetaSchedule's CPU postprocessors, less ``RewriteLayout``.

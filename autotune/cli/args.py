@@ -70,7 +70,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
                         help="arithmetic precision (inputs and outputs stay fp32; default fp32)")
 
 

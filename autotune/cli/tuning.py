@@ -200,12 +200,12 @@ def add_compile(sub) -> None:
     p.add_argument("--fusion", choices=["full", "none"], default="full", help="operator fusion")
     add_precision(p)
     p.add_argument("--max-rel-err", type=float, help="largest relative error allowed vs ONNX Runtime "
-                   "fp32 (default: fp16 2e-2, bf16 1e-1; fp32 uses --rtol/--atol, but a --task seq2seq part 1e-3)")
+                   "fp32 (default: fp16 2e-2, bf16 1e-1, int8 2e-1; fp32 uses --rtol/--atol, but a --task seq2seq part 1e-3)")
     p.add_argument("--min-cosine", type=float, help="lowest cosine similarity allowed per output "
-                   "(default: fp16 0.999, bf16 0.99, a --task seq2seq part 0.9999)")
+                   "(default: fp16 0.999, bf16 0.99, int8 0.99, a --task seq2seq part 0.9999)")
     p.add_argument("--min-sentence-cosine", type=float,
                    help="reduced precision: lowest cosine of a real sentence's mean-pooled embedding to "
-                        "fp32's, on the shipped sentences where they fit the model (default 0.999)")
+                        "fp32's, on the shipped sentences where they fit the model (default 0.999; int8 0.99)")
     p.add_argument("--trust-runners", type=runner_list, metavar="LIST",
                    help="build only from records these runners timed: local, rpc:KEY (default: all, "
                         "or local only where servers of several RPC keys timed records)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from ..schedules import bf16
+from ..schedules import bf16, int8
 
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
@@ -216,11 +216,24 @@ def _key_projection(block: _Block, key) -> tuple[list, object] | None:
         return None
     bias = block.call(projected, {"relax.add"})
     operands = bias.value.args if bias is not None else [projected]
-    matmuls = [m for a in operands if (m := block.call(a, {"relax.matmul", "relax.call_tir"})) is not None
-               and _computes(m.value, "relax.matmul", bf16.KERNEL)]
-    if len(matmuls) != 1:
+    products = [found for a in operands if (found := _product(block, a)) is not None]
+    if len(products) != 1:
         return None
-    return [*matmuls, *([bias] if bias is not None else []), *chain], block.producer[key]
+    return [*products[0], *([bias] if bias is not None else []), *chain], block.producer[key]
+
+
+def _product(block: _Block, var) -> list | None:
+    """The single-use bindings computing a projection's product ``var``: its matmul (fp32, or bf16's
+    kernel), or int8's kernel and the dequantization after it; None for anything else."""
+    found = block.call(var, {"relax.matmul", "relax.call_tir"})
+    if found is None:
+        return None
+    if _computes(found.value, "relax.matmul", bf16.KERNEL):
+        return [found]
+    if not _computes(found.value, "relax.call_tir", int8.DEQUANTIZED):
+        return None
+    dot = block.call(_first_input(found.value), {"relax.call_tir"})
+    return [dot, found] if dot is not None and _computes(dot.value, "relax.call_tir", int8.KERNEL) else None
 
 
 def _match(block: _Block, softmax) -> tuple[list, object, tuple | None] | None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The CPU feature each native precision needs: (LLVM's name, what the user reads).
+NATIVE_FEATURES = {"bf16": ("avx512bf16", "AVX512-BF16 (vdpbf16ps)"),
+                   "int8": ("avx512vnni", "AVX512-VNNI (vpdpbusd)")}
 
 
 def precision_pass(precision: str, target):
     """The pass that lowers the model's arithmetic to ``precision``; inputs and outputs stay fp32.
 
     fp16: TVM's ``ToMixedPrecision`` (matmuls in fp16 accumulating in fp32, the ops it deems safe
-    in fp16, the rest in fp32). bf16: every projection (a matmul by a constant weight) becomes the
-    ``vdpbf16ps`` kernel of ``schedules.bf16`` (``projections_to_bf16``); the rest stays fp32.
+    in fp16, the rest in fp32). bf16 and int8: every projection (a matmul by a constant weight)
+    becomes the ``vdpbf16ps`` kernel of ``schedules.bf16`` or the ``vpdpbusd`` kernel of
+    ``schedules.int8`` (``projections_to``); the rest stays fp32.
     """
     import tvm
     from tvm import relax
@@ -19,63 +23,93 @@ def precision_pass(precision: str, target):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "fp16":
         return relax.transform.ToMixedPrecision(out_dtype="float32")
-    if precision == "bf16":
-        return projections_to_bf16(target)
+    if precision in NATIVE_FEATURES:
+        return projections_to(precision, target)
     return tvm.transform.Sequential([], name="autotune.KeepFP32")
 
 
 def check_precision_supported(precision: str, target) -> None:
     """Raise ``AutotuneError`` where ``target`` cannot compute ``precision`` natively (bf16 needs
-    AVX512-BF16), naming the precision and the target."""
+    AVX512-BF16, int8 AVX512-VNNI), naming the precision and the target."""
     from tvm.target.codegen import target_has_features
 
     from ..errors import AutotuneError
-    from ..schedules import bf16
 
-    if precision == "bf16" and not (target.kind.name == "llvm" and target_has_features(bf16.FEATURE, target)):
-        raise AutotuneError(f"--precision bf16 needs a CPU target with AVX512-BF16 (vdpbf16ps); target "
+    if precision not in NATIVE_FEATURES:
+        return
+    feature, instruction = NATIVE_FEATURES[precision]
+    if not (target.kind.name == "llvm" and target_has_features(feature, target)):
+        raise AutotuneError(f"--precision {precision} needs a CPU target with {instruction}; target "
                             f"{target.kind.name} mcpu={target.attrs.get('mcpu')} has none "
                             f"(use --target host on such a CPU, or --precision fp32)")
 
 
-def projections_to_bf16(target):
-    """A pass computing each ``matmul(x, W)`` by a constant fp32 ``W [K, N]`` in bf16: ``x`` rounded
-    to bf16 bits once per tensor, ``W`` packed once per constant (shared by every shape bucket),
-    fp32 accumulation (``schedules.bf16.matmul_compute``). Matmuls of two activations (attention's)
-    and weights the kernel cannot tile stay fp32. Constant tables read by ``take`` (embeddings) are
-    stored in bf16 and widened after the read: the artifact keeps every weight in half the bytes."""
+def projections_to(precision: str, target):
+    """A pass computing each ``matmul(x, W)`` by a constant fp32 ``W [K, N]`` with ``precision``'s
+    dot-product kernel, ``W`` converted and packed once per constant (shared by every shape bucket),
+    ``x`` converted once per tensor:
+
+    * bf16: ``x`` rounded to bf16 bits, ``W`` packed ``[K/2, N, 2]``, fp32 accumulation
+      (``schedules.bf16.matmul_compute``);
+    * int8: ``x`` quantized per row to u8 at run time, ``W`` per column to s8 packed ``[K/4, N, 4]``,
+      int32 accumulation, dequantized in the kernel's epilogue (``schedules.int8``).
+
+    Matmuls of two activations (attention's) and weights the kernel cannot tile stay fp32. Constant
+    tables read by ``take`` (embeddings) are stored in bf16 and widened after the read (a few bit
+    operations, no bf16 instruction): the artifact keeps every weight in half the bytes or fewer.
+    """
     import tvm
     from tvm import relax
 
     from ..common.relax import mutator_pass
-    from ..schedules import bf16
+    from ..schedules import bf16, int8
 
-    check_precision_supported("bf16", target)
-    bf16.register_intrinsic()  # records of these kernels replay tensorize with it (build, confirm)
+    check_precision_supported(precision, target)
+    kernel = bf16 if precision == "bf16" else int8
+    kernel.DOT.register()  # records of these kernels replay tensorize with it (build, confirm)
     matmul, take = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.take")
 
     @relax.expr_functor.mutator
-    class ProjectionsToBF16(relax.PyExprMutator):
+    class Projections(relax.PyExprMutator):
         def __init__(self, mod=None):
             super().__init__(mod)
-            self.packed: dict = {}  # weight constant -> its packed [K/2, N, 2] bits
+            self.weights: dict = {}  # weight constant -> its packed form (constants)
             self.tables: dict = {}  # table constant -> its bits (a tied constant may be both)
-            self.bits: dict = {}
+            self.activations: dict = {}  # activation -> its converted form (bound variables)
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
             if call.op.same_as(take) and _fp32_constant(call.args[0]):
                 return self._widened_rows(call)
-            if not (call.op.same_as(matmul) and _projection(call, bf16.packable)):
+            if not (call.op.same_as(matmul) and _projection(call, kernel.packable)):
                 return call
             x, weight = call.args
-            if x not in self.bits:
-                self.bits[x] = self.builder_.emit(
+            if precision == "bf16":
+                return self._bf16(x, weight)
+            return self._int8(x, weight)
+
+        def _bf16(self, x, weight):
+            if x not in self.activations:
+                self.activations[x] = self.builder_.emit(
                     self.builder_.call_te(bf16.rounded_bits, x, primfunc_name_hint="bf16_bits"))
-            if weight not in self.packed:
-                self.packed[weight] = relax.const(bf16.packed_weight(weight.value.numpy()))
-            return self.builder_.call_te(bf16.matmul_compute, self.bits[x], self.packed[weight],
+            if weight not in self.weights:
+                self.weights[weight] = relax.const(bf16.packed_weight(weight.value.numpy()))
+            return self.builder_.call_te(bf16.matmul_compute, self.activations[x], self.weights[weight],
                                          primfunc_name_hint=bf16.KERNEL)
+
+        def _int8(self, x, weight):
+            if x not in self.activations:
+                rows = self.builder_.emit(
+                    self.builder_.call_te(int8.quantized_rows, x, primfunc_name_hint="int8_quantized"))
+                self.activations[x] = tuple(self.builder_.emit(relax.TupleGetItem(rows, i)) for i in range(3))
+            if weight not in self.weights:
+                self.weights[weight] = tuple(map(relax.const, int8.quantized_weight(weight.value.numpy())))
+            quantized, scale, zero_point = self.activations[x]
+            packed, weight_scale, column_sums = self.weights[weight]
+            acc = self.builder_.emit(self.builder_.call_te(int8.matmul_compute, quantized, packed,
+                                                           primfunc_name_hint=int8.KERNEL))
+            return self.builder_.call_te(int8.dequantized, acc, scale, zero_point, weight_scale, column_sums,
+                                         primfunc_name_hint=int8.DEQUANTIZED)
 
         def _widened_rows(self, call):
             """A table read (embeddings) from the table in bf16, widened to fp32 after the read."""
@@ -86,7 +120,7 @@ def projections_to_bf16(target):
                                                     mode=call.attrs.mode))
             return self.builder_.call_te(bf16.widened_tensor, rows, primfunc_name_hint="bf16_widened")
 
-    return mutator_pass(ProjectionsToBF16, "autotune.ProjectionsToBF16")
+    return mutator_pass(Projections, f"autotune.ProjectionsTo{precision.upper()}")
 
 
 def _fp32_constant(expr) -> bool:

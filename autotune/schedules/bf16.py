@@ -1,5 +1,5 @@
-"""bf16 dot products on AVX512-BF16 (``vdpbf16ps``): the kernel's compute, its tensor intrinsic and
-its default schedule.
+"""bf16 dot products on AVX512-BF16 (``vdpbf16ps``): the kernel's compute and its tensor intrinsic
+(``dot`` holds the schedule and search rules every dot-product kernel shares).
 
 TVM 0.27 legalises bfloat16 arithmetic to fp32 on LLVM targets, and LLVM's
 ``llvm.x86.avx512bf16.dpbf16ps.512`` takes ``<32 x bfloat>`` operands that TIR cannot name. So here a
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK = "bf16_dot"  # the reduction block's name: the search and the heuristic recognise tasks by it
-KERNEL = "bf16_matmul"  # the PrimFunc's name hint (``frontend.attention`` matches projections by it)
+from .dot import LANES, DotProduct, tiled
+
+BLOCK = "bf16_dot"
+KERNEL = "bf16_matmul"
 INTRINSIC = "autotune_dot_16x2_bf16"
-LANES = 16  # fp32 accumulators per instruction
-PAIR = 2  # bf16 products per accumulator per instruction
-ROWS = 8  # register tile: 8 rows × 2 vectors = 16 accumulators, 2 weight loads, 8 broadcasts
-VECTORS_PER_TILE = 2
+PAIR = 2  # bf16 products per fp32 accumulator per instruction
 FEATURE = "avx512bf16"  # LLVM's name (/proc/cpuinfo: avx512_bf16)
 
 DPBF16PS_IR = r"""
@@ -110,157 +109,11 @@ def matmul_compute(x_bits, weight):
     return te.compute((*x_bits.shape[:-1], columns), dot, name=BLOCK)
 
 
-_registered = False
-
-
-def register_intrinsic() -> None:
-    """Register ``INTRINSIC`` with TVM (once per process): before a schedule tensorizes with it or a
-    recorded trace that did is replayed."""
-    global _registered
-    if _registered:
-        return
-    from tvm.s_tir import TensorIntrin
-    from tvm.script import tirx as T
-
-    @T.prim_func(s_tir=True)
-    def description(a: T.Buffer((PAIR,), "uint16", offset_factor=1),
-                    b: T.Buffer((LANES, PAIR), "uint16", offset_factor=1),
-                    c: T.Buffer((LANES,), "float32", offset_factor=1)):
-        with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:PAIR], b[0:LANES, 0:PAIR])
-            T.writes(c[0:LANES])
-            for i, k in T.grid(LANES, PAIR):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + widened(a[vk]) * widened(b[vi, vk])
-
-    @T.prim_func(s_tir=True)
-    def implementation(a: T.Buffer((PAIR,), "uint16", offset_factor=1),
-                       b: T.Buffer((LANES, PAIR), "uint16", offset_factor=1),
-                       c: T.Buffer((LANES,), "float32", offset_factor=1)):
-        with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:PAIR], b[0:LANES, 0:PAIR])
-            T.writes(c[0:LANES])
-            with T.attr(0, "pragma_import_llvm", DPBF16PS_IR):
-                c[T.ramp(0, 1, LANES)] = T.call_extern(
-                    "float32x16", "autotune_dpbf16ps", c.vload([0], "float32x16"),
-                    T.reinterpret(a.vload([0], "uint16x2"), dtype="int32"),
-                    T.reinterpret(b.vload([0, 0], "uint16x32"), dtype="int32x16"))
-
-    TensorIntrin.register(INTRINSIC, description, implementation, override=True)
-    _registered = True
-
-
-def dot_block(sch):
-    """The schedule's bf16 dot-product block (``matmul_compute``), or None (a task of another kernel)."""
-    from tvm.s_tir.schedule import ScheduleError
-
-    try:
-        return sch.get_sblock(BLOCK)
-    except ScheduleError:
-        return None
-
-
-def has_dot_block(mod) -> bool:
-    """Whether a task's module computes a bf16 dot-product block."""
-    from tvm import s_tir
-
-    return dot_block(s_tir.Schedule(mod)) is not None
-
-
 def bf16_matmul(mod, target, parallel: bool):
-    """A ``ROWS`` × ``VECTORS_PER_TILE`` register tile of ``vdpbf16ps`` swept down each column
-    panel (every pair of K in turn); panels in parallel, the epilogue per panel; None for other tasks.
-
-    Leading axes (batch) run inside each panel, so a panel's weights serve every row; they are not
-    fused into the rows (blockize cannot split a fused row's quotient and remainder). The tiles divide
-    the output exactly (a predicated remainder cannot be tensorized): rows by the largest divisor up
-    to ``ROWS``, columns by two vectors or one.
-    """
-    from tvm import s_tir
-    from tvm.target.codegen import target_has_features
-
-    from .loops import inline_producers, largest_divisor, loop_extent, vector_lanes
-    from .matmul import attach_epilogue, epilogue_column_group, panels_fit_groups
-
-    sch = s_tir.Schedule(mod)
-    block = dot_block(sch)
-    if block is None or vector_lanes(target) != LANES or not target_has_features(FEATURE, target):
-        return None
-    register_intrinsic()
-    inline_producers(sch, block)  # the epilogue becomes one block, computed per panel
-    *lead, rows, cols, pairs, within = sch.get_loops(block)
-    group = epilogue_column_group(sch, block)
-    col_tile = next((LANES * v for v in (VECTORS_PER_TILE, 1)
-                     if loop_extent(sch, cols) % (LANES * v) == 0 and panels_fit_groups(LANES * v, group)),
-                    LANES)
-    col_out, col_vectors, col_lanes = sch.split(cols, [None, col_tile // LANES, LANES])
-    row_out, row_in = sch.split(rows, [None, largest_divisor(loop_extent(sch, rows), ROWS)])
-    sch.reorder(col_out, *lead, row_out, pairs, row_in, col_vectors, col_lanes, within)
-    if parallel:
-        sch.parallel(col_out)
-    attach_epilogue(sch, block, col_out, panels_fit_groups(col_tile, group), parallel, LANES)
-    init = sch.decompose_reduction(block, pairs)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(col_lanes, INTRINSIC)
-    sch.unroll(row_in)
-    sch.unroll(col_vectors)
-    return sch
+    """The bf16 kernel's register-tile default schedule (``dot.tiled``), or None for other tasks."""
+    return tiled(mod, target, parallel, DOT)
 
 
-def search_rules() -> list:
-    """MetaSchedule's CPU rules with multi-level tiling for ``INTRINSIC`` before the plain one: the
-    search samples the tiles around the instruction (and may still pick a plain fp32 nest)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    rules = list(ms.schedule_rule.ScheduleRule.create("llvm"))
-    position = next(i for i, rule in enumerate(rules) if isinstance(rule, ms.schedule_rule.MultiLevelTiling))
-    tiling = ms.schedule_rule.MultiLevelTilingWithIntrin(
-        INTRINSIC, structure="SSRSRS", tile_binds=None, max_innermost_factor=64, vector_load_lens=None,
-        reuse_read=None, reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global"))
-    return [*rules[:position], tiling, *rules[position:]]
-
-
-def no_vector_loop_around_intrinsic():
-    """A MetaSchedule postprocessor, run after ``RewriteParallelVectorizeUnroll`` and before
-    ``RewriteTensorize``: loops it vectorised around a block the intrinsic (or its vectorised init)
-    will replace are unrolled instead (their bodies are vectors already; vectorising around them
-    fails the build)."""
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.postproc import PyPostproc
-    from tvm.tirx import ForKind
-
-    @derived_object
-    class NoVectorLoopAroundIntrinsic(PyPostproc):
-        def _initialize_with_tune_context(self, context) -> None:
-            pass
-
-        def apply(self, sch) -> bool:
-            for block in _blocks_to_tensorize(sch):
-                for loop in sch.get_loops(block):
-                    if sch.get(loop).kind == ForKind.VECTORIZED:
-                        sch.unroll(loop)
-            return True
-
-        def clone(self):
-            return NoVectorLoopAroundIntrinsic()
-
-    return NoVectorLoopAroundIntrinsic()
-
-
-def _blocks_to_tensorize(sch) -> list:
-    """The blocks of ``sch`` that ``RewriteTensorize`` will replace: those the tiling rule annotated
-    for ``INTRINSIC`` and, where ``RewriteReductionBlock`` split one, its init block."""
-    found = []
-    for global_var, _ in sch.mod.functions_items():
-        blocks = _blocks_under(sch, sch.get_sblock("root", func_name=global_var.name_hint))
-        names = {sch.get(b).name_hint for b in blocks
-                 if sch.get(b).annotations.get("meta_schedule.auto_tensorize") == INTRINSIC}
-        inits = {name.removesuffix("_update") + "_init" for name in names}
-        found += [b for b in blocks if sch.get(b).name_hint in names | inits]
-    return found
-
-
-def _blocks_under(sch, block) -> list:
-    children = list(sch.get_child_blocks(block))
-    return children + [b for child in children for b in _blocks_under(sch, child)]
+DOT = DotProduct(block=BLOCK, kernel=KERNEL, intrinsic=INTRINSIC, group=PAIR, feature=FEATURE,
+                 operands=("uint16", "uint16"), accumulator="float32",
+                 product=lambda a, b: widened(a) * widened(b), ir=DPBF16PS_IR, extern="autotune_dpbf16ps")

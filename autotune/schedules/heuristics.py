@@ -9,7 +9,8 @@ compile takes the fastest record per task.
 * attention (``schedules.attention``; ``frontend.attention``'s task: two matmuls with softmax
   between): per block of a few query rows, in parallel, scores, mask, softmax and the product with
   V end to end in L1;
-* bf16 matmuls (``schedules.bf16``: ``vdpbf16ps`` register tiles down each column panel);
+* dot-product matmuls (bf16 ``vdpbf16ps``, int8 ``vpdpbusd``: ``schedules.dot``, register tiles of
+  the instruction down each column panel);
 * matmul-like (``schedules.matmul``; one reduction block, epilogue after it): a register tile
   swept down a column panel one K block at a time, the next panel's weights prefetched;
 * softmax- and LayerNorm-like (``schedules.rows``; row reductions feeding an injective block):
@@ -24,17 +25,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from . import bf16, int8
 from .attention import attention
-from .bf16 import bf16_matmul
+from .dot import DotProduct, has_dot_block
 from .matmul import matmul
 from .rows import injective, reduction, row_reduction
 
-RULES: tuple[Callable, ...] = (attention, bf16_matmul, matmul, row_reduction, reduction, injective)
-PACKED_BY_THE_GRAPH = frozenset({bf16_matmul})  # their weights come packed: no layout rewrite
+DOT_PRODUCTS: tuple[DotProduct, ...] = (bf16.DOT, int8.DOT)
+RULES: tuple[Callable, ...] = (attention, bf16.bf16_matmul, int8.int8_matmul, int8.quantize_rows_schedule, matmul,
+                               row_reduction, reduction, injective)
+# their weights come packed by the graph pass (``frontend.precision``): no layout rewrite
+PACKED_BY_THE_GRAPH = frozenset({bf16.bf16_matmul, int8.int8_matmul})
 # Unmeasured, a default runs in parallel from this much work, where a parallel region's start-up
 # (microseconds) is small against the kernel (docs/measurements.md: where the threshold came from).
 PARALLEL_MIN_FLOPS = 5e5
 PARALLEL_MIN_OUTPUT = 32768  # output elements from which a default runs in parallel whatever its FLOPs
+
+
+def dot_product_of(mod) -> DotProduct | None:
+    """The dot-product kernel a task computes (``DOT_PRODUCTS``), or None."""
+    return next((kind for kind in DOT_PRODUCTS if has_dot_block(mod, kind)), None)
 
 
 def _prepack_weights(sch):
