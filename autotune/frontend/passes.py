@@ -65,7 +65,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
     on CPU also makes each attention block one task (``attention.fuse_attention``).
     Every index a caller sends is checked before a table is read with it (``guards``).
-    ``precision`` (fp32, fp16, bf16) is applied next (``autotune.precision``). Common
+    Integer matmuls of a model quantized before import run on the VNNI kernel where the target has it
+    (``quantized``); ``precision`` (fp32, fp16, bf16, int8) is applied next (``precision``). Common
     subexpressions are computed once (exporters repeat the attention mask in every layer).
     Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
@@ -81,13 +82,15 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     from .attention import fuse_attention
     from .guards import guard_indices
     from .precision import precision_pass
+    from .quantized import integer_matmuls_to_vnni
 
     backend = backend_for(target)
     pipeline = backend.pipeline()
     legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
-    passes = [guard_indices(target), precision_pass(precision, target), relax.transform.DecomposeOpsForInference(),
+    passes = [guard_indices(target), integer_matmuls_to_vnni(target), precision_pass(precision, target),
+              relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:

@@ -55,8 +55,9 @@ def projections_to(precision: str, target):
       int32 accumulation, dequantized in the kernel's epilogue (``schedules.int8``).
 
     Matmuls of two activations (attention's) and weights the kernel cannot tile stay fp32. Constant
-    tables read by ``take`` (embeddings) are stored in bf16 and widened after the read (a few bit
-    operations, no bf16 instruction): the artifact keeps every weight in half the bytes or fewer.
+    tables read by ``take`` (embeddings) are stored in int8 with a scale per row (int8) or in bf16
+    (a few bit operations, no bf16 instruction) and widened after the read: the artifact keeps every
+    weight in half the bytes (bf16) or a quarter (int8).
     """
     import tvm
     from tvm import relax
@@ -74,7 +75,7 @@ def projections_to(precision: str, target):
         def __init__(self, mod=None):
             super().__init__(mod)
             self.weights: dict = {}  # weight constant -> its packed form (constants)
-            self.tables: dict = {}  # table constant -> its bits (a tied constant may be both)
+            self.tables: dict = {}  # table constant -> its stored form (a tied constant may be both)
             self.activations: dict = {}  # activation -> its converted form (bound variables)
 
         def visit_call_(self, call):
@@ -112,12 +113,20 @@ def projections_to(precision: str, target):
                                          primfunc_name_hint=int8.DEQUANTIZED)
 
         def _widened_rows(self, call):
-            """A table read (embeddings) from the table in bf16, widened to fp32 after the read."""
+            """A table read (embeddings) from the table in fewer bytes, widened to fp32 after the read:
+            int8 with a scale per row (int8, rows read whole: ``axis`` 0), else bf16."""
             table, indices = call.args
+            axis, mode = call.attrs.axis, call.attrs.mode
+            if precision == "int8" and int(axis) == 0:
+                if table not in self.tables:
+                    self.tables[table] = tuple(map(relax.const, int8.quantized_table(table.value.numpy())))
+                values, scales = self.tables[table]
+                rows = self.builder_.emit(relax.op.take(values, indices, axis=axis, mode=mode))
+                row_scales = self.builder_.emit(relax.op.take(scales, indices, axis=0, mode=mode))
+                return self.builder_.call_te(int8.dequantized_rows, rows, row_scales, primfunc_name_hint="int8_rows")
             if table not in self.tables:
                 self.tables[table] = relax.const(bf16.bf16_bits(table.value.numpy()))
-            rows = self.builder_.emit(relax.op.take(self.tables[table], indices, axis=call.attrs.axis,
-                                                    mode=call.attrs.mode))
+            rows = self.builder_.emit(relax.op.take(self.tables[table], indices, axis=axis, mode=mode))
             return self.builder_.call_te(bf16.widened_tensor, rows, primfunc_name_hint="bf16_widened")
 
     return mutator_pass(Projections, f"autotune.ProjectionsTo{precision.upper()}")

@@ -32,7 +32,7 @@ PARTIALS = "int8_row_partials"  # the quantization task's first block: its rule 
 QUAD = 4  # u8 × s8 products per int32 accumulator per instruction
 FEATURE = "avx512vnni"  # LLVM's name (/proc/cpuinfo: avx512_vnni)
 LEVELS = 255  # u8 steps of an activation row
-WEIGHT_LEVELS = 127  # s8 steps each side of zero of a weight column (symmetric: -128 unused)
+WEIGHT_LEVELS = 127  # s8 steps each side of zero of a weight column or table row (symmetric: -128 unused)
 SMALLEST_SCALE = 1e-30  # an all-zero row: any scale gives q == zero point == 0
 
 VPDPBUSD_IR = r"""
@@ -55,12 +55,35 @@ def quantized_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     """A ``[K, N]`` fp32 weight as the kernel reads it: ``int8`` values packed ``[K / 4, N, 4]``, each
     column's fp32 scale ``[N]`` and the column sums of the int8 values ``[N]`` (as fp32: exact, they
     are far below 2**24)."""
-    k, n = weight.shape
-    scale = np.abs(weight).max(axis=0) / WEIGHT_LEVELS
+    values, scale = symmetric(weight, axis=0)
+    return packed_values(values), scale, values.astype(np.int32).sum(axis=0).astype(np.float32)
+
+
+def packed_values(values: np.ndarray) -> np.ndarray:
+    """An int8 ``[K, N]`` weight as the kernel reads it: ``[K / 4, N, 4]``."""
+    k, n = values.shape
+    return values.reshape(k // QUAD, QUAD, n).transpose(0, 2, 1).copy()
+
+
+def quantized_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An embedding table ``[V, D]`` as ``int8`` values and each row's fp32 scale ``[V]``."""
+    return symmetric(table, axis=1)
+
+
+def symmetric(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as int8 in [-127, 127] with one fp32 scale per slice along ``axis`` (reduced over
+    it), each element within half a step of its value."""
+    scale = np.abs(values).max(axis=axis) / WEIGHT_LEVELS
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    values = np.clip(np.rint(weight / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8)
-    packed = values.reshape(k // QUAD, QUAD, n).transpose(0, 2, 1).copy()
-    return packed, scale, values.astype(np.int32).sum(axis=0).astype(np.float32)
+    expanded = np.expand_dims(scale, axis)
+    return np.clip(np.rint(values / expanded), -WEIGHT_LEVELS, WEIGHT_LEVELS).astype(np.int8), scale
+
+
+def dequantized_rows(rows, scales):
+    """TE: table rows read as int8 ``[..., D]`` with their scales ``[...]``, in fp32."""
+    from tvm import te
+
+    return te.compute(rows.shape, lambda *i: rows(*i).astype("float32") * scales(*i[:-1]), name="int8_rows")
 
 
 def quantized_rows(x):
@@ -152,6 +175,15 @@ def matmul_compute(q, weight):
                       * weight[quad, column, within].astype("int32"), axis=[quad, within])
 
     return te.compute((*q.shape[:-1], columns), dot, name=BLOCK)
+
+
+def zero_point_taken_out(acc, zero_point, column_sums):
+    """TE: ``acc [..., N]`` of u8 values with one ``zero_point`` (a u8 scalar) times int8 weights,
+    as the products of the values less the zero point (int32, exact)."""
+    from tvm import te
+
+    return te.compute(acc.shape, lambda *i: acc(*i) - zero_point().astype("int32") * column_sums[i[-1]],
+                      name="int8_zero_point_taken_out")
 
 
 def dequantized(acc, scale, zero_point, weight_scale, column_sums):

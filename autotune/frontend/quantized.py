@@ -1,0 +1,122 @@
+"""Models quantized before they reach us: their integer matmuls kept integer, on the VNNI kernel.
+
+ONNX Runtime's ``quantize_dynamic`` writes each projection as ``DynamicQuantizeLinear`` (the
+activation to u8 with a scale and zero point) and ``MatMulInteger`` by an int8 weight; TVM's importer
+turns the latter into ``matmul(astype(a, i32) - astype(a_zero, i32), astype(W, i32) - astype(W_zero,
+i32), out_dtype="int32")``, which legalises into a plain int32 loop nest. Where the weight is a
+constant int8 tensor with zero points of zero (symmetric, as ``QInt8`` weights are) and the
+activation is u8, ``integer_matmuls_to_vnni`` computes it with ``schedules.int8``'s ``vpdpbusd``
+kernel instead: the weight stays int8 (packed ``[K/4, N, 4]``), the activation's zero point is
+taken out through the weight's column sums, and the result is the same int32 exactly.
+"""
+
+from __future__ import annotations
+
+
+def integer_matmuls_to_vnni(target):
+    """A pass computing each imported ``MatMulInteger`` of u8 activations by a constant symmetric int8
+    weight with the ``vpdpbusd`` kernel; a no-op on targets without AVX512-VNNI."""
+    import tvm
+    from tvm import relax
+    from tvm.target.codegen import target_has_features
+
+    from ..common.relax import mutator_pass
+    from ..schedules import int8
+
+    if not (target.kind.name == "llvm" and target_has_features(int8.FEATURE, target)):
+        return tvm.transform.Sequential([], name="autotune.IntegerMatmulsAsTheyAre")
+    int8.DOT.register()
+    matmul = tvm.ir.Op.get("relax.matmul")
+
+    @relax.expr_functor.mutator
+    class IntegerMatmuls(relax.PyExprMutator):
+        def __init__(self, mod=None):
+            super().__init__(mod)
+            self.weights: dict = {}  # weight constant -> (packed, column sums)
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (call.op.same_as(matmul) and str(call.attrs.out_dtype) == "int32"):
+                return call
+            activation = _integer_operand(self, call.args[0], "uint8")
+            weight = _integer_operand(self, call.args[1], "int8")
+            if activation is None or weight is None or not _symmetric_constant(weight):
+                return call
+            values, zero_point = activation
+            constant = weight[0]
+            shape = [int(d) for d in constant.value.shape]
+            if not (len(shape) == 2 and int8.packable(*shape)):
+                return call
+            if constant not in self.weights:
+                held = constant.value.numpy()
+                self.weights[constant] = (relax.const(int8.packed_values(held)),
+                                          relax.const(held.astype("int32").sum(axis=0).astype("int32")))
+            packed, column_sums = self.weights[constant]
+            acc = self.builder_.emit(self.builder_.call_te(int8.matmul_compute, values, packed,
+                                                           primfunc_name_hint=int8.KERNEL))
+            if zero_point is None:
+                return acc
+            return self.builder_.call_te(int8.zero_point_taken_out, acc, zero_point, column_sums,
+                                         primfunc_name_hint="int8_zero_point_taken_out")
+
+    return tvm.transform.Sequential([mutator_pass(IntegerMatmuls, "autotune.IntegerMatmulsToVNNI"),
+                                     relax.transform.DeadCodeElimination()], name="autotune.IntegerMatmuls")
+
+
+def _integer_operand(mutator, expr, dtype: str):
+    """``(values, zero point or None)`` where ``expr`` is ``astype(values, i32)`` or
+    ``astype(values, i32) - astype(zero point, i32)`` with ``values`` of ``dtype`` (the zero point a
+    scalar of it); None otherwise."""
+    from tvm import relax
+
+    value = _bound(mutator, expr)
+    zero_point = None
+    if _is(value, "relax.subtract"):
+        left, right = (_bound(mutator, a) for a in value.args)
+        if not (_is(right, "relax.astype") and _dtype(right.args[0]) == dtype and right.args[0].ty.ndim == 0):
+            return None
+        zero_point, value = right.args[0], left
+    if not (_is(value, "relax.astype") and _dtype(value.args[0]) == dtype):
+        return None
+    values = value.args[0]
+    if isinstance(values, relax.Var):  # a bound constant (the weight) reads as the constant itself
+        bound = _bound(mutator, values)
+        values = bound if _constant(bound) else values
+    return values, zero_point
+
+
+def _symmetric_constant(operand) -> bool:
+    """Whether an integer operand is a constant whose zero point is absent or all zeros."""
+    values, zero_point = operand
+    if not _constant(values):
+        return False
+    return zero_point is None or (_constant(zero_point) and not zero_point.value.numpy().any())
+
+
+def _constant(expr) -> bool:
+    import tvm
+
+    return isinstance(expr, tvm.ir.expr.GenericConst)
+
+
+def _bound(mutator, expr):
+    """The value a variable of the current function is bound to (itself when unbound)."""
+    from tvm import relax
+
+    while isinstance(expr, relax.Var):
+        bound = mutator.lookup_binding(expr)
+        if bound is None:
+            return expr
+        expr = bound
+    return expr
+
+
+def _is(expr, op_name: str) -> bool:
+    import tvm
+    from tvm import relax
+
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name
+
+
+def _dtype(expr) -> str:
+    return str(getattr(expr.ty, "dtype", ""))
