@@ -8,6 +8,10 @@
 * ``bert``: a BERT encoder (6 layers, hidden 384) from a config with random weights, exported with
   ``token_type_ids`` (a 2-row segment embedding) beside ``input_ids`` and ``attention_mask``, as
   BERT-family exports are;
+* ``minilm_int8w``: that MiniLM as int8-weight exports are: each projection's weight stored int8
+  (symmetric, a scale per output column) and widened in the graph by ``Cast`` + ``Mul``;
+* ``minilm_dynamic``: that MiniLM as ONNX Runtime's ``quantize_dynamic`` writes it (QInt8 weights,
+  ``DynamicQuantizeLinear`` + ``MatMulInteger``);
 * ``marian``: a Marian-style encoder-decoder built from a config with random weights, in the folder
   layout Hugging Face Optimum writes (``marian/``: encoder, first decoder step, decoder step with
   past keys and values), as translation is served: one token at a time with a KV cache.
@@ -60,6 +64,49 @@ def export_minilm(out_dir: Path, seq: int = 128) -> Path:
 
     model = AutoModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval()
     return _export_encoder(model, out_dir / "all-MiniLM-L6-v2.onnx", seq)
+
+
+def export_minilm_int8_weights(out_dir: Path) -> Path:
+    """``minilm`` with every MatMul weight (a 2-D fp32 initializer) stored int8 with a scale per output
+    column, widened by ``Cast`` + ``Mul`` before its MatMul."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from autotune.schedules.int8 import symmetric
+
+    model = onnx.load(export_minilm(out_dir))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    widened = []
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        values, scale = symmetric(numpy_helper.to_array(weight), axis=0)
+        name = weight.name
+        graph.initializer.remove(weight)
+        graph.initializer.extend([numpy_helper.from_array(values, f"{name}_int8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
+        widened += [helper.make_node("Cast", [f"{name}_int8"], [f"{name}_float"], to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Mul", [f"{name}_float", f"{name}_scale"], [name])]
+        del initializers[name]
+    nodes = widened + list(graph.node)  # the widening reads initializers only: it may come first
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    path = out_dir / "all-MiniLM-L6-v2-int8w.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def export_minilm_dynamic(out_dir: Path) -> Path:
+    """``minilm`` quantized by ONNX Runtime's ``quantize_dynamic`` (QInt8 weights)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = out_dir / "all-MiniLM-L6-v2-dynamic.onnx"
+    quantize_dynamic(str(export_minilm(out_dir)), str(path), weight_type=QuantType.QInt8)
+    return path
 
 
 def _export_encoder(model, path: Path, seq: int) -> Path:
@@ -236,7 +283,8 @@ def _flat_cache(cache, cross: bool) -> list:
     return flat
 
 
-EXPORTS = {"minilm": export_minilm, "albert": export_albert, "bert": export_bert,
+EXPORTS = {"minilm": export_minilm, "minilm_int8w": export_minilm_int8_weights,
+           "minilm_dynamic": export_minilm_dynamic, "albert": export_albert, "bert": export_bert,
            "marian": export_marian}
 
 

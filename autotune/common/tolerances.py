@@ -13,11 +13,20 @@ REDUCED_PRECISION = {"fp16": (2e-2, 0.999), "bf16": (1e-1, 0.99), "int8": (2e-1,
 GENERATOR_PART = (1e-3, 0.9999)
 
 
-def reduced_precision_limits(precision: str, max_rel_err: float | None,
-                             min_cosine: float | None) -> tuple[float | None, float | None]:
+# A model that quantizes in its graph (DynamicQuantizeLinear, QuantizeLinear) rounds to whole steps:
+# fp32 sums in another order than ONNX Runtime's move a value across a rounding boundary now and then,
+# and the step it gains travels through the layers (all-MiniLM-L6-v2 quantized by ``quantize_dynamic``:
+# cosine 0.9907 to ONNX Runtime, TVM's plain int32 loops and the VNNI kernel alike; a 1-layer model:
+# 2.5e-7). It is judged as reduced precision.
+QUANTIZED_GRAPH = (2e-1, 0.98)
+
+
+def reduced_precision_limits(precision: str, max_rel_err: float | None, min_cosine: float | None,
+                             quantized_graph: bool = False) -> tuple[float | None, float | None]:
     """The (max relative error, min cosine) limits for ``precision``: the user's where given, else the
-    precision's defaults (none for fp32, which is judged by ``RTOL``/``ATOL``)."""
-    default_rel, default_cos = REDUCED_PRECISION.get(precision, (None, None))
+    precision's defaults (none for fp32, which is judged by ``RTOL``/``ATOL``, unless the model
+    quantizes in its graph: ``QUANTIZED_GRAPH``)."""
+    default_rel, default_cos = REDUCED_PRECISION.get(precision, QUANTIZED_GRAPH if quantized_graph else (None, None))
     return (max_rel_err if max_rel_err is not None else default_rel,
             min_cosine if min_cosine is not None else default_cos)
 

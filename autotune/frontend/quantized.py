@@ -12,6 +12,14 @@ taken out through the weight's column sums, and the result is the same int32 exa
 
 from __future__ import annotations
 
+QUANTIZING_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger",
+                            "QLinearMatMul", "QLinearConv"})
+
+
+def quantizes_in_graph(model) -> bool:
+    """Whether an ONNX model rounds values to integer steps in its own graph (a quantized export)."""
+    return any(node.op_type in QUANTIZING_OPS for node in model.graph.node)
+
 
 def integer_matmuls_to_vnni(target):
     """A pass computing each imported ``MatMulInteger`` of u8 activations by a constant symmetric int8

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..backends import backend_for
 from ..common.results import Result
 from ..common.tolerances import ATOL, RTOL, reduced_precision_limits, sentence_cosine_limit
+from ..frontend.quantized import quantizes_in_graph
 from ..errors import ValidationFailed
 from ..store import jobs as job_rows
 from ..store.engine import Store
@@ -126,7 +127,8 @@ def _validate(staged, prepared, options: CompileOptions, inputs):
     from ..deploy.validate import validate
 
     backend_for(prepared.target).check_runnable(prepared.target, "validate the artifact")
-    max_rel, min_cos = reduced_precision_limits(options.precision, options.max_rel_err, options.min_cosine)
+    max_rel, min_cos = reduced_precision_limits(options.precision, options.max_rel_err, options.min_cosine,
+                                                quantizes_in_graph(prepared.model.onnx_model))
     result = validate(staged.so_path, prepared.model, usable_cores(), options.rtol, options.atol,
                       max_rel, min_cos, inputs,
                       sentence_cosine_limit(options.precision, options.min_sentence_cosine))
