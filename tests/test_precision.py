@@ -220,20 +220,41 @@ def test_int8_quantization_round_trips_within_half_a_step():
     assert np.all(np.abs(restored - rows) <= row_scale[..., None] * 0.5 + 1e-6)
 
 
-@needs_vnni
-def test_a_model_quantized_by_onnxruntime_keeps_integer_weights_and_computes_on_vnni(tmp_path):
-    """``quantize_dynamic``'s MatMulInteger by int8 weights runs on the vpdpbusd kernel: the same int32
-    products as ONNX Runtime's (fp32 tolerances hold), the weights kept in one byte."""
+def _quantize_dynamic(model, out):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    quantize_dynamic(str(model), str(out), weight_type=QuantType.QInt8)
+
+
+def _quantize_static_qdq(model, out):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Sentences(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{"input_ids": rng.integers(0, 64, (1, 16))} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(model), str(out), Sentences(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+@needs_vnni
+@pytest.mark.parametrize("quantize", [_quantize_dynamic, _quantize_static_qdq], ids=["matmulinteger", "qdq"])
+def test_a_model_quantized_by_onnxruntime_keeps_integer_weights_and_computes_on_vnni(tmp_path, quantize):
+    """``quantize_dynamic``'s MatMulInteger and ``quantize_static``'s QDQ pairs by int8 weights run on
+    the vpdpbusd kernel: the same int32 products as ONNX Runtime's (fp32 tolerances hold on one
+    layer), the weights kept in one byte."""
     model = write_example("encoder", tmp_path / "encoder.onnx", ModelConfig(
         vocab=64, d_model=128, heads=4, ffn=512, encoder_layers=1, decoder_layers=0, max_positions=64))
-    quantize_dynamic(str(model), str(tmp_path / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    quantize(model, tmp_path / "quantized.onnx")
     db = f"sqlite:///{tmp_path / 'e.db'}"
     autotune.compile(model, tmp_path / "fp32.so", SHAPES, "host", db)
-    summary = autotune.compile(tmp_path / "dynamic.onnx", tmp_path / "dynamic.so", SHAPES, "host", db)
+    summary = autotune.compile(tmp_path / "quantized.onnx", tmp_path / "quantized.so", SHAPES, "host", db)
     assert summary["validation"]["passed"] and summary["validation"]["max_rel_err"] < 1e-4
     if shutil.which("objdump"):
-        assert _instructions(tmp_path / "dynamic.so", "vpdpbusd") > 0
+        assert _instructions(tmp_path / "quantized.so", "vpdpbusd") > 0
     # the projections' weights (0.75 MB of the fp32 artifact's ~0.8 MB of weights) in a quarter
-    assert (tmp_path / "dynamic.so").stat().st_size < (tmp_path / "fp32.so").stat().st_size - 400_000
+    assert (tmp_path / "quantized.so").stat().st_size < (tmp_path / "fp32.so").stat().st_size - 400_000

@@ -8,6 +8,11 @@ constant int8 tensor with zero points of zero (symmetric, as ``QInt8`` weights a
 activation is u8, ``integer_matmuls_to_vnni`` computes it with ``schedules.int8``'s ``vpdpbusd``
 kernel instead: the weight stays int8 (packed ``[K/4, N, 4]``), the activation's zero point is
 taken out through the weight's column sums, and the result is the same int32 exactly.
+
+A QDQ export (``QuantizeLinear``/``DequantizeLinear`` pairs, as ONNX Runtime's ``quantize_static``
+writes) reaches TVM as an fp32 ``matmul`` of two ``dequantize`` calls: a u8 activation with one scale
+and zero point, and a constant int8 weight with zero points of zero and a scale per output column
+(or one). It becomes the same kernel, its int32 result scaled by the two scales' product.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def integer_matmuls_to_vnni(target):
         return tvm.transform.Sequential([], name="autotune.IntegerMatmulsAsTheyAre")
     int8.DOT.register()
     matmul = tvm.ir.Op.get("relax.matmul")
+    dequantize = tvm.ir.Op.get("relax.dequantize")
 
     @relax.expr_functor.mutator
     class IntegerMatmuls(relax.PyExprMutator):
@@ -44,17 +50,36 @@ def integer_matmuls_to_vnni(target):
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if not (call.op.same_as(matmul) and str(call.attrs.out_dtype) == "int32"):
+            if not call.op.same_as(matmul):
                 return call
-            activation = _integer_operand(self, call.args[0], "uint8")
-            weight = _integer_operand(self, call.args[1], "int8")
+            if str(call.attrs.out_dtype) == "int32":  # MatMulInteger
+                acc = self._integer(_integer_operand(self, call.args[0], "uint8"),
+                                    _integer_operand(self, call.args[1], "int8"))
+                return call if acc is None else acc
+            operands = [_bound(self, a) for a in call.args]
+            if not all(isinstance(o, relax.Call) and o.op.same_as(dequantize) for o in operands):
+                return call
+            (x, x_scale, x_zero), (w, w_scale, w_zero) = (o.args for o in operands)
+            per_column = w_scale.ty.ndim == 0 or int(operands[1].attrs.axis) in (1, -1)
+            if _dtype(x) != "uint8" or x_scale.ty.ndim or x_zero.ty.ndim or _dtype(w) != "int8" \
+                    or not per_column:
+                return call
+            acc = self._integer((x, x_zero), (_bound(self, w), w_zero))
+            if acc is None:
+                return call
+            return relax.op.multiply(relax.op.astype(self.builder_.emit(acc), "float32"),
+                                     relax.op.multiply(x_scale, w_scale))
+
+        def _integer(self, activation, weight):
+            """The int32 products of u8 ``activation`` and int8 ``weight`` (each ``(values, zero
+            point or None)``) on the kernel; None where they do not fit it."""
             if activation is None or weight is None or not _symmetric_constant(weight):
-                return call
+                return None
             values, zero_point = activation
             constant = weight[0]
             shape = [int(d) for d in constant.value.shape]
             if not (len(shape) == 2 and int8.packable(*shape)):
-                return call
+                return None
             if constant not in self.weights:
                 held = constant.value.numpy()
                 self.weights[constant] = (relax.const(int8.packed_values(held)),
