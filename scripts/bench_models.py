@@ -12,7 +12,8 @@ ranged. For each configuration, in one run:
   ``--tune`` within ``--trials``/``--minutes`` (other buckets reuse whatever the model's database
   holds for their workloads, or keep the heuristics);
 * ``onnxruntime``: the same ONNX file, same thread count, taking turns with autotune;
-* ``autotune_heuristic_bf16`` (``--bf16``): the heuristic range artifact in bf16, with its accuracy check;
+* ``autotune_heuristic_bf16``, ``autotune_heuristic_int8`` (``--precisions bf16 int8``): the heuristic
+  range artifact in that precision, with its accuracy check;
 * ``untuned_tvm``: TVM's stock build at that shape, timed for a few runs only (tens of times slower).
 
 Models: ``translation`` (the bundled Marian-style encoder-decoder at one target token: encoder plus a
@@ -102,11 +103,11 @@ def build_artifacts(name: str, model: Path, shapes: dict[str, str], tune: list[s
     built["validation"] = compiled["validation"]
     built["tasks_tuned"] = f"{compiled['tasks_tuned']}/{compiled['tasks']}"
     built["paths"]["autotune"] = out_dir / f"{tag}.so"
-    if args.bf16:  # heuristic schedules in bf16, beside the fp32 ones
-        compiled = autotune.compile(model, out_dir / f"{tag}_heuristic_bf16.so", shapes=shapes,
-                                    db=heuristic_db, precision="bf16")
-        built["heuristic_bf16_validation"] = compiled["validation"]
-        built["paths"]["autotune_heuristic_bf16"] = out_dir / f"{tag}_heuristic_bf16.so"
+    for precision in args.precisions:  # heuristic schedules in reduced precision, beside the fp32 ones
+        compiled = autotune.compile(model, out_dir / f"{tag}_heuristic_{precision}.so", shapes=shapes,
+                                    db=heuristic_db, precision=precision)
+        built[f"heuristic_{precision}_validation"] = compiled["validation"]
+        built["paths"][f"autotune_heuristic_{precision}"] = out_dir / f"{tag}_heuristic_{precision}.so"
     return built
 
 
@@ -188,7 +189,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="search time budget of each range job")
     parser.add_argument("--seconds", type=float, default=6.0, help="timing window per configuration")
     parser.add_argument("--untuned-runs", type=int, default=3)
-    parser.add_argument("--bf16", action="store_true", help="also time a bf16 build of the heuristic schedules")
+    parser.add_argument("--precisions", nargs="*", choices=["bf16", "int8"], default=[],
+                        help="also time heuristic builds in these precisions (native dot products)")
     parser.add_argument("--peers", type=lambda text: tuple(text.split(",")), default=(),
                         help="more peers taking turns: openvino (its default precision), openvino_fp32, "
                              "onnxruntime_int8 (quantize_dynamic); their accuracy on the shipped real "
