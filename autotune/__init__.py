@@ -59,7 +59,7 @@ def tune(model: str | Path, shapes: dict[str, tuple[int, ...]] | None = None, ta
         manual: hand-schedule modules (``autotune.manual``), measured before the search.
         progress: called with a dict after every search round.
         rpc, rpc_key: an RPC tracker ``HOST:PORT`` and key whose servers time the candidates.
-        precision: ``fp32``, ``fp16`` or ``bf16``.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``int8`` (``bf16``/``int8``: native dot products).
         confirm: re-time each task's finalists side by side at the end.
         trust_runners: reuse only records these runners timed (``local``, ``rpc:KEY``).
         measure: builders, timeouts and repeats (``autotune.measure.config.MeasureConfig``).
