@@ -169,6 +169,25 @@ def test_dot_product_peaks_are_measured_where_the_cpu_has_the_instruction():
         assert (peak is None) == (flag not in host_cpu_flags()) and (peak is None or peak > 0)
 
 
+@pytest.mark.parametrize("flags", [["-mavx512f"], ["-mavx512f", "-mavx512bf16", "-DDOT_BF16"],
+                                   ["-mavx512f", "-mavx512vnni", "-DDOT_VNNI"]], ids=["fma", "bf16", "int8"])
+def test_peak_loops_keep_their_chains_in_registers(tmp_path, flags):
+    """A chain spilled to the stack each step halves the measured peak (vpdpbusd's did, with 24
+    chains): the loop must be nothing but the instruction on registers."""
+    import re
+
+    from autotune.bench.peaks import FMA_LOOP
+
+    source = tmp_path / "peak.c"
+    source.write_text(FMA_LOOP)
+    subprocess.run(["cc", "-O3", *flags, "-S", str(source), "-o", str(tmp_path / "peak.s")], check=True)
+    assembly = (tmp_path / "peak.s").read_text()
+    chains = assembly[assembly.index("chains:"):assembly.index("main:")]
+    loop = re.findall(r"\n(\.L\d+):\n((?:\t.*\n)+?)\t(?:dec|sub|add|cmp)", chains)
+    body = max((b for _, b in loop), key=len)
+    assert body.count("\n") >= 10 and "(%rsp)" not in body, body
+
+
 @pytest.mark.parametrize("shape", [(1, 16), (3, 16)])
 @pytest.mark.parametrize("precision, kernel", NATIVE)
 def test_every_dot_product_task_gets_its_instruction_schedule_at_any_batch(tiny_encoder, shape, precision, kernel):

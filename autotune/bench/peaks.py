@@ -63,10 +63,10 @@ typedef __m256 operand;
 #define OPERAND(x) _mm256_set1_ps(1.0000001f)
 #define ZERO() _mm256_set1_ps(1e-9f)
 #endif
-#if defined(DOT_BF16) || defined(DOT_VNNI)
-#define CHAINS 24  /* a dot product's latency x throughput exceeds the FMA's: more chains in flight */
+#if defined(DOT_BF16)
+#define CHAINS 24  /* vdpbf16ps's latency x throughput exceeds the FMA's: more chains in flight */
 #else
-#define CHAINS 12
+#define CHAINS 12  /* FMA, vpdpbusd (GCC keeps vpdpbusd's accumulators in zmm0-15: 24 chains spill) */
 #endif
 #define STEPS 50000000L
 static void *chains(void *out) {
@@ -79,7 +79,8 @@ static void *chains(void *out) {
     }
     float sum = 0.0f, lanes[16];
     for (int i = 0; i < CHAINS; i++) {
-        memcpy(lanes, &acc[i], sizeof(acc[i]) < sizeof(lanes) ? sizeof(acc[i]) : sizeof(lanes));
+        vec last = acc[i];  /* a copy: taking acc's own address keeps the chains in memory */
+        memcpy(lanes, &last, sizeof(last) < sizeof(lanes) ? sizeof(last) : sizeof(lanes));
         sum += lanes[0];
     }
     *(float *)out = sum;
@@ -205,10 +206,11 @@ def memory_bandwidth(threads: int, megabytes: int = STREAM_MB) -> float:
 
 
 def host_key(threads: int) -> str:
-    """Which host and thread count a measurement belongs to."""
+    """Which host, thread count and measuring code a measurement belongs to."""
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
     flags = hashlib.sha256(" ".join(sorted(host_cpu_flags())).encode()).hexdigest()[:12]
-    return f"{model} | flags {flags} | {threads} threads"
+    loops = hashlib.sha256((FMA_LOOP + STREAM_LOOP).encode()).hexdigest()[:8]  # remeasured when they change
+    return f"{model} | flags {flags} | loops {loops} | {threads} threads"
 
 
 def _cpuinfo() -> list[str]:
