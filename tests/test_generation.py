@@ -16,6 +16,7 @@ from autotune.errors import AutotuneError
 from autotune.frontend.seq2seq import PARTS, OnnxRuntimeSteps, read_seq2seq
 from autotune.models import SEQ2SEQ_TOKENS, TINY, write_seq2seq_example
 from autotune.runtime.generation import GenerationConfig, check_source, generate
+from autotune.targets.host import lacking_on_host
 
 SMALL = replace(TINY, vocab=200, d_model=32, heads=4, decoder_layers=2)
 EOS = (SEQ2SEQ_TOKENS["eos_token_id"],)
@@ -407,3 +408,23 @@ def test_a_greedy_difference_is_located_and_judged_by_the_reference_logits(seq2s
     assert (found.sentence, found.position, found.ours, found.theirs) == (1, 4, ours[1, 4], theirs[1, 4])
     assert logits.argmax() == theirs[1, 4]  # the forced prefix gives the logits greedy chose by
     assert found.logit_gap > 0 and not found.near_tie
+
+
+@pytest.mark.skipif(bool(lacking_on_host(["avx512vnni"])), reason="this CPU lacks AVX512-VNNI (vpdpbusd)")
+def test_an_int8_generator_is_judged_by_its_share_of_identical_sentences(tmp_path, seq2seq_folder):
+    """Every part in int8 (weights per column, activations per row through vpdpbusd): the compile
+    check holds its greedy tokens to ONNX Runtime fp32's on the share of identical sentences (int8
+    moves logits by more than a near tie), and the generator serves."""
+    import autotune
+    from autotune.jobs.seq2seq import MIN_SAME_SENTENCES_REDUCED
+
+    result = autotune.compile(seq2seq_folder, tmp_path / "int8.json", {"input_ids": ((1, 2), (1, 8))},
+                              db=f"sqlite:///{tmp_path / 'g.db'}", task="seq2seq", max_new_tokens=6,
+                              precision="int8")
+    check = result.validation
+    assert check["passed"] and check["min_same"] == MIN_SAME_SENTENCES_REDUCED
+    assert check["same_tokens"] >= MIN_SAME_SENTENCES_REDUCED * check["sentences"] > 0
+    ids, mask = _source_batch(np.random.default_rng(5), SMALL.vocab, 2, 7)
+    tokens = autotune.load(result.manifest).generate(ids, mask, max_new_tokens=6)
+    assert tokens.shape[0] == 2 and tokens.shape[1] <= 7
+    assert (tokens[:, 0] == SEQ2SEQ_TOKENS["decoder_start_token_id"]).all()

@@ -34,7 +34,10 @@ from .compile import CompileOptions, compile
 from .generator_parts import check_new_tokens, part_models, part_shapes, source_range
 
 CHECK_BATCHES = 6  # random source batches the whole generator is checked on
-MIN_SAME_SENTENCES = 0.99  # the rest may differ only where two logits nearly tie
+MIN_SAME_SENTENCES = 0.99  # fp32: the rest may differ only where two logits nearly tie
+# bf16 and int8 move logits by more than a near tie: a sentence whose two best tokens are close may
+# take the other one, after which the rest of it differs; the share of identical sentences is judged
+MIN_SAME_SENTENCES_REDUCED = 0.8
 
 
 @dataclass
@@ -71,7 +74,8 @@ def compile_seq2seq(folder: str | Path, output: str | Path, source: str, max_new
                 shapes = part_shapes(name, layout, rows, length, max_new_tokens)
                 results[name] = compile(paths[name], parts_dir / f"{name}-{token}.so", replace(options, shapes=shapes))
             manifest = _manifest(layout, folder, rows, length, max_new_tokens, results, manifest_path)
-            validation = _check_generator(layout, manifest, manifest_path, rows, length, max_new_tokens)
+            validation = _check_generator(layout, manifest, manifest_path, rows, length, max_new_tokens,
+                                          options.precision)
         except BaseException:
             _remove_parts(parts_dir, token)
             raise
@@ -97,8 +101,10 @@ def _manifest(layout: Seq2SeqLayout, folder, rows: DimRange, length: DimRange, n
 
 
 def _check_generator(layout: Seq2SeqLayout, manifest: dict, manifest_path: Path, rows: DimRange,
-                     length: DimRange, new_tokens: int) -> dict:
-    """Greedy tokens of the compiled parts against those of ONNX Runtime on the folder's files."""
+                     length: DimRange, new_tokens: int, precision: str) -> dict:
+    """Greedy tokens of the compiled parts against those of ONNX Runtime on the folder's files: in
+    fp32 at least ``MIN_SAME_SENTENCES`` identical and every difference a near tie; in reduced
+    precision at least ``MIN_SAME_SENTENCES_REDUCED`` identical."""
     staged = manifest_path.with_name(manifest_path.name + ".checking")
     staged.write_text(json.dumps(manifest))
     try:
@@ -125,13 +131,16 @@ def _check_generator(layout: Seq2SeqLayout, manifest: dict, manifest_path: Path,
         same += batch_rows - len(parted)
         total += batch_rows
     explained = sum(t["near_tie"] for t in ties)
-    result = {"sentences": total, "same_tokens": same, "min_same": MIN_SAME_SENTENCES,
+    reduced = precision != "fp32"
+    min_same = MIN_SAME_SENTENCES_REDUCED if reduced else MIN_SAME_SENTENCES
+    result = {"sentences": total, "same_tokens": same, "min_same": min_same,
               "differences": ties, "differences_near_ties": explained,
-              "passed": same >= MIN_SAME_SENTENCES * total and explained == len(ties)}
+              "passed": same >= min_same * total and (reduced or explained == len(ties))}
     if not result["passed"]:
-        raise ValidationFailed(f"the compiled generator's greedy tokens differ from ONNX Runtime's in "
-                               f"{total - same} of {total} sentences ({len(ties) - explained} not at a near-tie "
-                               f"of logits, within {NEAR_TIE:g} of the largest); nothing was deployed")
+        raise ValidationFailed(f"the compiled generator's ({precision}) greedy tokens differ from ONNX Runtime "
+                               f"fp32's in {total - same} of {total} sentences ({len(ties) - explained} not at a "
+                               f"near-tie of logits, within {NEAR_TIE:g} of the largest; at least {min_same:.0%} "
+                               f"must be identical); nothing was deployed")
     return result
 
 
