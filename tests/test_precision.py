@@ -207,6 +207,13 @@ def test_every_dot_product_task_gets_its_instruction_schedule_at_any_batch(tiny_
         assert quantize and all(heuristic_schedules(t.mod, prepared.target) for t in quantize)
 
 
+@needs_vnni
+def test_tasks_lists_the_int8_kernels_a_tune_would_search(tiny_encoder, capsys):
+    assert main(["tasks", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", "int8", "--json"]) == 0
+    names = [t["name"] for t in json.loads(capsys.readouterr().out)["tasks"]]
+    assert any(int8.KERNEL in n for n in names) and any(n.startswith("int8_quantized") for n in names)
+
+
 def test_int8_quantization_round_trips_within_half_a_step():
     """Rows quantized by the kernel as numpy would (zero always representable, bounds widened to it),
     and weights per column within half a step of their values."""

@@ -27,8 +27,8 @@ def print_progress(event: dict) -> None:
 def run_tasks(args) -> dict:
     from ..jobs.prepare import prepare
 
-    prepared = prepare(args.model, shapes(args.shape), target_of(args, None), for_tuning=True,
-                       tune_shapes=args.tune_shapes)
+    prepared = prepare(args.model, shapes(args.shape), target_of(args, None), precision=args.precision,
+                       for_tuning=True, tune_shapes=args.tune_shapes)
     rows = [t.as_dict() for t in prepared.tasks]
     if not args.json:
         print(table(rows, ["name", "weight", "flops", "workload_hash"]))
@@ -41,6 +41,7 @@ def add_tasks(sub) -> None:
     add_target(p)
     add_output_options(p)
     add_tune_shapes(p)
+    add_precision(p)
     p.set_defaults(func=run_tasks)
 
 
