@@ -25,3 +25,18 @@ def entry_functions(mod) -> list:
 
     return [(gvar, func) for gvar, func in mod.functions_items()
             if isinstance(func, relax.Function) and func.attrs is not None and "global_symbol" in func.attrs]
+
+
+def op_name(expr) -> str | None:
+    """The operator name of a call to a Relax operator (``relax.matmul``), else None."""
+    import tvm
+    from tvm import relax
+
+    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
+
+
+def is_constant(expr) -> bool:
+    """Whether a Relax expression is a constant tensor."""
+    import tvm
+
+    return isinstance(expr, tvm.ir.expr.GenericConst)

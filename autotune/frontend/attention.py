@@ -22,22 +22,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..common.relax import is_constant
+from ..common.relax import op_name as _op
 from ..schedules import bf16, int8
 
 ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
 FUNCTION_NAME = "fused_attention"
 KEY_FUNCTION_NAME = "fused_key_projection"
-
-
-def _op(value) -> str | None:
-    """The operator name of a call to a Relax operator, else None."""
-    import tvm
-    from tvm import relax
-
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return None
 
 
 def _computes(value, op_name: str, kernel: str) -> bool:
@@ -70,10 +62,9 @@ def _substitute(expr, mapping: dict):
 
 def _leaves(expr) -> list:
     """The variables and tensor constants ``expr`` reads (through calls and tuples)."""
-    import tvm
     from tvm import relax
 
-    if isinstance(expr, (relax.Var, tvm.ir.expr.GenericConst)):
+    if isinstance(expr, relax.Var) or is_constant(expr):
         return [expr]
     if isinstance(expr, relax.Tuple):
         return [v for field in expr.fields for v in _leaves(field)]
@@ -96,9 +87,7 @@ def _shape(var) -> tuple | None:
 
 
 def _is_scalar_const(expr) -> bool:
-    import tvm
-
-    return isinstance(expr, tvm.ir.expr.GenericConst) and expr.value.numpy().size == 1
+    return is_constant(expr) and expr.value.numpy().size == 1
 
 
 @dataclass

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..common.relax import is_constant
+from ..common.relax import op_name as _op
+
 GUARD_PREFIX = "autotune_index_guard"
 KIND_OPAQUE = 8  # TVM's OpPatternKind.kOpaque: the guard is never fused into a kernel
 # Ops whose output values are a subset of their input's (the first argument).
@@ -37,13 +40,6 @@ class IndexUse:
     take: object
     source: object | None
     rows: int
-
-
-def _op(expr) -> str | None:
-    import tvm
-    from tvm import relax
-
-    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
 
 
 def _is_int(expr) -> bool:
@@ -101,7 +97,7 @@ def index_uses(func) -> list[IndexUse]:
     params = set(func.params)
     uses = []
     for value in bindings.values():
-        if _op(value) != "relax.take" or isinstance(value.args[1], tvm.ir.expr.GenericConst):
+        if _op(value) != "relax.take" or is_constant(value.args[1]):
             continue
         shape = getattr(value.args[0].ty, "shape", None)
         axis = int(value.attrs.axis) if value.attrs.axis is not None else 0
@@ -252,7 +248,6 @@ def _rewritten(main, entry: list, at_take: dict):
 
 def _takes_clipped():
     """A pass setting every non-constant ``take`` of every Relax function to clip its indices."""
-    import tvm
     from tvm import relax
 
     from ..common.relax import mutator_pass
@@ -261,7 +256,7 @@ def _takes_clipped():
     class Clip(relax.PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            if _op(call) == "relax.take" and not isinstance(call.args[1], tvm.ir.expr.GenericConst):
+            if _op(call) == "relax.take" and not is_constant(call.args[1]):
                 return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
             return call
 

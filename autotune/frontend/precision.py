@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..common.relax import is_constant
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The CPU feature each native precision needs: (LLVM's name, what the user reads).
 NATIVE_FEATURES = {"bf16": ("avx512bf16", "AVX512-BF16 (vdpbf16ps)"),
@@ -133,9 +135,7 @@ def projections_to(precision: str, target):
 
 
 def _fp32_constant(expr) -> bool:
-    import tvm
-
-    return isinstance(expr, tvm.ir.expr.GenericConst) and str(expr.ty.dtype) == "float32"
+    return is_constant(expr) and str(expr.ty.dtype) == "float32"
 
 
 def _projection(call, packable) -> bool:

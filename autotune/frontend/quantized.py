@@ -17,6 +17,8 @@ and zero point, and a constant int8 weight with zero points of zero and a scale 
 
 from __future__ import annotations
 
+from ..common.relax import is_constant, op_name
+
 QUANTIZING_OPS = frozenset({"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger", "ConvInteger",
                             "QLinearMatMul", "QLinearConv"})
 
@@ -27,8 +29,9 @@ def quantizes_in_graph(model) -> bool:
 
 
 def integer_matmuls_to_vnni(target):
-    """A pass computing each imported ``MatMulInteger`` of u8 activations by a constant symmetric int8
-    weight with the ``vpdpbusd`` kernel; a no-op on targets without AVX512-VNNI."""
+    """A pass computing each imported integer matmul (``MatMulInteger``, or a QDQ pair's matmul of two
+    dequantizes) of u8 activations by a constant symmetric int8 weight with the ``vpdpbusd`` kernel;
+    a no-op on targets without AVX512-VNNI."""
     import tvm
     from tvm import relax
     from tvm.target.codegen import target_has_features
@@ -82,8 +85,7 @@ def integer_matmuls_to_vnni(target):
                 return None
             if constant not in self.weights:
                 held = constant.value.numpy()
-                self.weights[constant] = (relax.const(int8.packed_values(held)),
-                                          relax.const(held.astype("int32").sum(axis=0).astype("int32")))
+                self.weights[constant] = (relax.const(int8.packed_values(held)), relax.const(int8.column_sums(held)))
             packed, column_sums = self.weights[constant]
             acc = self.builder_.emit(self.builder_.call_te(int8.matmul_compute, values, packed,
                                                            primfunc_name_hint=int8.KERNEL))
@@ -104,32 +106,26 @@ def _integer_operand(mutator, expr, dtype: str):
 
     value = _bound(mutator, expr)
     zero_point = None
-    if _is(value, "relax.subtract"):
+    if op_name(value) == "relax.subtract":
         left, right = (_bound(mutator, a) for a in value.args)
-        if not (_is(right, "relax.astype") and _dtype(right.args[0]) == dtype and right.args[0].ty.ndim == 0):
+        if not (op_name(right) == "relax.astype" and _dtype(right.args[0]) == dtype and right.args[0].ty.ndim == 0):
             return None
         zero_point, value = right.args[0], left
-    if not (_is(value, "relax.astype") and _dtype(value.args[0]) == dtype):
+    if not (op_name(value) == "relax.astype" and _dtype(value.args[0]) == dtype):
         return None
     values = value.args[0]
     if isinstance(values, relax.Var):  # a bound constant (the weight) reads as the constant itself
         bound = _bound(mutator, values)
-        values = bound if _constant(bound) else values
+        values = bound if is_constant(bound) else values
     return values, zero_point
 
 
 def _symmetric_constant(operand) -> bool:
     """Whether an integer operand is a constant whose zero point is absent or all zeros."""
     values, zero_point = operand
-    if not _constant(values):
+    if not is_constant(values):
         return False
-    return zero_point is None or (_constant(zero_point) and not zero_point.value.numpy().any())
-
-
-def _constant(expr) -> bool:
-    import tvm
-
-    return isinstance(expr, tvm.ir.expr.GenericConst)
+    return zero_point is None or (is_constant(zero_point) and not zero_point.value.numpy().any())
 
 
 def _bound(mutator, expr):
@@ -142,13 +138,6 @@ def _bound(mutator, expr):
             return expr
         expr = bound
     return expr
-
-
-def _is(expr, op_name: str) -> bool:
-    import tvm
-    from tvm import relax
-
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name
 
 
 def _dtype(expr) -> str:

@@ -53,10 +53,15 @@ def packable(k: int, n: int) -> bool:
 
 def quantized_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A ``[K, N]`` fp32 weight as the kernel reads it: ``int8`` values packed ``[K / 4, N, 4]``, each
-    column's fp32 scale ``[N]`` and the column sums of the int8 values ``[N]`` (as fp32: exact, they
-    are far below 2**24)."""
+    column's fp32 scale ``[N]`` and ``column_sums`` of the int8 values."""
     values, scale = symmetric(weight, axis=0)
-    return packed_values(values), scale, values.astype(np.int32).sum(axis=0).astype(np.float32)
+    return packed_values(values), scale, column_sums(values)
+
+
+def column_sums(values: np.ndarray) -> np.ndarray:
+    """The int32 sums ``[N]`` of an int8 weight ``[K, N]``'s columns: the term that takes an
+    activation's zero point out of its products (exact in fp32 too: far below 2**24)."""
+    return values.astype(np.int32).sum(axis=0, dtype=np.int32)
 
 
 def packed_values(values: np.ndarray) -> np.ndarray:
@@ -193,7 +198,7 @@ def dequantized(acc, scale, zero_point, weight_scale, column_sums):
 
     def value(*index):
         *row, column = index
-        centred = acc(*index).astype("float32") - zero_point(*row) * column_sums[column]
+        centred = acc(*index).astype("float32") - zero_point(*row) * column_sums[column].astype("float32")
         return centred * (scale(*row) * weight_scale[column])
 
     return te.compute(acc.shape, value, name=DEQUANTIZED)
