@@ -298,6 +298,40 @@ def test_a_tampered_part_is_refused_at_load(tmp_path, compiled_generator):
         autotune.load(copy)
 
 
+def test_the_steps_read_their_keys_transposed_and_the_cache_they_write(seq2seq_folder, tmp_path):
+    """No step transposes, scales or concatenates a cache: each scores matmul reads the keys as the
+    step receives or writes them, and the first step writes its keys transposed."""
+    import onnx
+
+    from autotune.jobs.generator_parts import part_models
+
+    layout = read_seq2seq(seq2seq_folder)
+    paths = part_models(layout, tmp_path)
+    step = onnx.load(str(paths["next_step"])).graph
+    scores = {node.input[1] for node in step.node if node.op_type == "MatMul"}
+    for layer in range(layout.layers):
+        assert {f"present.{layer}.decoder.key", f"past_key_values.{layer}.encoder.key"} <= scores
+    assert not [n for n in step.node if n.op_type == "Concat" and any(i.startswith("past_key_values") for i in n.input)]
+    first = onnx.load(str(paths["first_step"])).graph
+    head = layout.head_dim
+    for output in first.output:
+        if output.name.endswith(".key"):
+            assert [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim][2] == head
+
+
+def test_a_generator_compiled_for_one_source_shape_serves_it(tmp_path, seq2seq_folder):
+    import autotune
+
+    result = autotune.compile(seq2seq_folder, tmp_path / "fixed.json", {"input_ids": ((2, 2), (7, 7))},
+                              db=f"sqlite:///{tmp_path / 'g.db'}", task="seq2seq", max_new_tokens=6)
+    assert result.validation["passed"]
+    assert sorted(p.suffix for p in (tmp_path / "fixed.parts").glob("*step*.onnx")) == [".onnx", ".onnx"]  # for profile
+    ids, mask = _source_batch(np.random.default_rng(5), SMALL.vocab, 2, 7)
+    ours = autotune.load(tmp_path / "fixed.json").generate(ids, mask, max_new_tokens=6)
+    reference = OnnxRuntimeSteps(read_seq2seq(seq2seq_folder), 1)
+    assert _sentences(ours) == _sentences(generate(reference, ids, mask, _config(6)))
+
+
 def test_max_new_tokens_defaults_to_the_most_the_generator_was_compiled_for(compiled_generator):
     import autotune
 

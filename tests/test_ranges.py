@@ -249,3 +249,15 @@ def test_a_translation_range_artifact_matches_onnxruntime_at_odd_lengths(tiny_tr
         reference, = session.run(None, feeds)
         assert ours.shape == reference.shape
         assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_an_output_dim_the_model_names_stays_fixed_beside_a_range_of_one_rung_of_its_size():
+    """A generator step's cache capacity (32, named by the model, not ranged) beside a source range
+    whose one rung is 32: the capacity is not cropped to the source length of a call."""
+    from autotune.frontend.buckets import Bucket
+    from autotune.frontend.ranged import output_dims
+
+    shapes = [(Bucket(f"bucket_{rows}_32", {"batch_size": rows, "source": 32}),
+               {"present": (rows, 8, 64, 32), "hidden": (rows, 32, 512)}) for rows in (7, 8)]
+    declared = {"present": ["batch_size", 8, 64, "cache_capacity"], "hidden": ["batch_size", "source", 512]}
+    assert output_dims(shapes, declared) == {"present": ["batch_size", 8, 64, 32], "hidden": ["batch_size", "source", 512]}

@@ -1,17 +1,24 @@
-"""The decoder step with past, rewritten to read and write a KV cache of fixed capacity.
+"""The decoder steps rewritten for serving: a KV cache of fixed capacity, keys stored transposed.
 
 An export's ``decoder_with_past_model.onnx`` takes a cache as long as the tokens so far and reads
 that length from the cache's shape: the new token's position, its attention mask, the grown cache
 ``present.*`` one longer. Compiled kernels want static shapes, and a cache padded to a capacity
-would make the graph think the padding is past. This rewrite keeps the export's graph and gives it:
+would make the graph think the padding is past. ``with_fixed_capacity`` keeps the export's graph
+and gives it:
 
 * ``position_ids [1]``: the new token's position (the tokens already cached); it replaces the
   index the export computes from the cache's shape where it looks up its position table;
 * ``cache_mask [batch, capacity]``: 1 where the cache holds a token; the self-attention of every
-  layer masks the other slots (the new token is always seen);
+  layer masks the other slots (the new token's slot is always seen);
 * ``beam_rows [batch]``: the cache row each row continues (beam search reorders beams in place);
-* ``present.{i}.decoder.*`` of the capacity's length: the cache with the new token's keys and
-  values written at slot ``position_ids``.
+* ``present.{i}.decoder.*`` of the capacity's length: the cache reordered by ``beam_rows`` with the
+  new token's keys and values written at slot ``position_ids``, in one kernel per tensor; the
+  self-attention reads that written cache (no concatenation of past and new).
+
+Keys, of the cache and of the cross-attention alike, travel transposed, ``[batch, heads, head_dim,
+length]``: the layout the scores' matmul reads. The first step (``with_keys_transposed``) writes
+them so, once per generation, and the scalar scale an export applies to the transposed keys moves
+to the queries (one row per step), so no step transposes or scales a cache.
 
 So the capacity is a dim like the batch: padding it changes nothing (``frontend.ranged`` checks
 that on ONNX Runtime), and one artifact serves every length up to its largest capacity.
@@ -31,7 +38,7 @@ from ..errors import AutotuneError
 CAPACITY = "cache_capacity"  # the dim name of the cache's slots in the rewritten graph
 POSITION, CACHE_MASK, BEAM_ROWS = "position_ids", "cache_mask", "beam_rows"
 _DECODER_CACHE = re.compile(r"^(past_key_values|present)\.\d+\.decoder\.(key|value)$")  # self-attention's
-_PASS_THROUGH = {"Transpose", "Mul", "Div", "Reshape", "Identity", "Cast"}  # between a key and its scores
+_KEYS = re.compile(r"^(past_key_values|present)\.\d+\.(decoder|encoder)\.key$")  # stored transposed
 _LOWEST = float(np.finfo(np.float32).min)
 
 
@@ -78,7 +85,8 @@ class _Graph:
 
 def with_fixed_capacity(model: onnx.ModelProto, layers: int, path: Path) -> onnx.ModelProto:
     """``model`` (a decoder step with past, Optimum's layout) rewritten for a cache of fixed
-    capacity; ``AutotuneError`` naming ``path`` where its graph does not have the expected form."""
+    capacity, keys transposed; ``AutotuneError`` naming ``path`` where its graph does not have the
+    expected form."""
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     g = _Graph(rewritten.graph)
@@ -88,15 +96,44 @@ def with_fixed_capacity(model: onnx.ModelProto, layers: int, path: Path) -> onnx
         helper.make_tensor_value_info(CACHE_MASK, TensorProto.INT64, [batch, CAPACITY]),
         helper.make_tensor_value_info(BEAM_ROWS, TensorProto.INT64, [batch])])
     _use_position_input(g, path)
-    _reorder_beams(g, layers)
-    allowed = _self_attention_mask(g)
+    rows, slot = _beam_rows(g), _new_slot(g)
+    allowed = _self_attention_mask(g, slot)
+    slots = {kind: g.op("Reshape", [slot, g.const(np.array(shape, np.int64))])  # the slot axis of each
+             for kind, shape in (("key", [1, 1, 1, -1]), ("value", [1, 1, -1, 1]))}
     for layer in range(layers):
-        _mask_self_attention(g, layer, allowed, path)
-    _write_new_slot(g, layers, path)
-    _set_capacity_dims(g)
+        _cached_self_attention(g, layer, rows, slots, allowed, path)
+        _read_keys_transposed(g, f"past_key_values.{layer}.encoder.key", path)
+    _declare_cache_dims(g)
+    rewritten.graph.node.extend(g.added)
+    _sort_topologically(rewritten.graph)
+    _drop_unused(rewritten.graph)
+    return rewritten
+
+
+def with_keys_transposed(model: onnx.ModelProto, layers: int, path: Path) -> onnx.ModelProto:
+    """``model`` (the first decoder step) writing its keys ``present.{i}.*.key`` transposed, as the
+    rewritten step with past reads them; ``AutotuneError`` naming ``path`` where one is missing."""
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    g = _Graph(rewritten.graph)
+    outputs = {o.name: o for o in g.graph.output}
+    for layer in range(layers):
+        for side in ("decoder", "encoder"):
+            name = f"present.{layer}.{side}.key"
+            if name not in outputs:
+                raise AutotuneError(f"{path}: no output {name}: cannot hand the next step its keys")
+            inner = _renamed_producer(g, name)
+            for node in g.consumers.get(name, []):
+                node.input[:] = [inner if i == name else i for i in node.input]
+            g.added.append(helper.make_node("Transpose", [inner], [name], name=f"autotune_kv/transpose_{name}",
+                                            perm=_SWAP_LAST_TWO))
+            _swap_last_two_dims(outputs[name])
     rewritten.graph.node.extend(g.added)
     _sort_topologically(rewritten.graph)
     return rewritten
+
+
+_SWAP_LAST_TWO = [0, 1, 3, 2]
 
 
 def _input_dim(g: _Graph, name: str, index: int) -> str | int:
@@ -115,38 +152,153 @@ def _use_position_input(g: _Graph, path: Path) -> None:
     lookups[0].input[1] = POSITION
 
 
-def _reorder_beams(g: _Graph, layers: int) -> None:
-    """Every read of the self-attention cache goes through ``beam_rows`` (clipped to the batch)."""
+def _beam_rows(g: _Graph) -> str:
+    """``beam_rows`` clipped to the batch: the cache rows the next step continues."""
     last_row = g.op("Sub", [g.op("Gather", [g.op("Shape", [BEAM_ROWS]), g.const(np.array(0, np.int64))]),
                             g.const(np.array(1, np.int64))])
-    rows = g.op("Max", [g.op("Min", [BEAM_ROWS, last_row]), g.const(np.array(0, np.int64))])
-    for layer in range(layers):
-        for kind in ("key", "value"):
-            name = f"past_key_values.{layer}.decoder.{kind}"
-            reordered = g.op("Gather", [name, rows], axis=0)
-            for node in g.consumers.get(name, []):
-                node.input[:] = [reordered if i == name else i for i in node.input]
+    return g.op("Max", [g.op("Min", [BEAM_ROWS, last_row]), g.const(np.array(0, np.int64))])
 
 
-def _self_attention_mask(g: _Graph) -> str:
-    """Scores to add ``[batch, 1, 1, capacity + 1]``: 0 for filled slots and the new token, the
+def _new_slot(g: _Graph) -> str:
+    """``[capacity]``: true at slot ``position_ids``, where the new token's keys and values go."""
+    capacity = g.op("Gather", [g.op("Shape", [CACHE_MASK]), g.const(np.array(1, np.int64))])
+    slots = g.op("Range", [g.const(np.array(0, np.int64)), capacity, g.const(np.array(1, np.int64))])
+    return g.op("Equal", [slots, POSITION])
+
+
+def _self_attention_mask(g: _Graph, slot: str) -> str:
+    """Scores to add ``[batch, 1, 1, capacity]``: 0 for filled slots and the new token's, the
     lowest float for empty slots."""
-    ones = g.op("ConstantOfShape", [g.op("Shape", [BEAM_ROWS])],
-                value=numpy_helper.from_array(np.array([1], np.int64)))
-    seen = g.op("Concat", [CACHE_MASK, g.op("Unsqueeze", [ones, g.const(np.array([1], np.int64))])], axis=1)
-    hidden = g.op("Sub", [g.const(np.array(1.0, np.float32)), g.op("Cast", [seen], to=TensorProto.FLOAT)])
+    seen = g.op("Max", [g.op("Cast", [CACHE_MASK], to=TensorProto.FLOAT), g.op("Cast", [slot], to=TensorProto.FLOAT)])
+    hidden = g.op("Sub", [g.const(np.array(1.0, np.float32)), seen])
     scores = g.op("Mul", [hidden, g.const(np.array(_LOWEST, np.float32))])
     return g.op("Unsqueeze", [scores, g.const(np.array([1, 2], np.int64))])
 
 
-def _mask_self_attention(g: _Graph, layer: int, allowed: str, path: Path) -> None:
+def _cached_self_attention(g: _Graph, layer: int, rows: str, slots: dict[str, str], allowed: str, path: Path
+                           ) -> None:
+    """Layer ``layer``'s self-attention over the written cache: its keys (transposed) and values
+    reordered by ``rows`` with the new token's at ``slots`` (per kind), empty slots masked by
+    ``allowed``."""
+    key, value = (f"present.{layer}.decoder.{kind}" for kind in ("key", "value"))
+    outputs = {o.name for o in g.graph.output}
+    concats = {name: _cache_concat(g, name) for name in (key, value)}
+    for name, concat in concats.items():
+        if name not in outputs or concat is None:
+            raise AutotuneError(f"{path}: {name} is not the past and the new token concatenated: "
+                                "cannot give it a fixed-capacity cache")
+    read = _keys_read(g, concats[key].output[0])
+    if read is None:
+        raise AutotuneError(f"{path}: layer {layer}'s self-attention does not multiply its queries by its "
+                            "keys transposed: cannot keep its cache transposed")
+    grown_values = concats[value].output[0]  # what the export's attention reads (may be ``value`` itself)
+    past_key = _keep_layout_for_readers(g, f"past_key_values.{layer}.decoder.key")
+    new_key = g.op("Transpose", [concats[key].input[1]], perm=_SWAP_LAST_TWO)
+    _score_transposed(g, read, _written(g, key, new_key, past_key, rows, slots["key"]))
+    written_value = _written(g, value, concats[value].input[1], f"past_key_values.{layer}.decoder.value", rows,
+                             slots["value"])
+    for node in g.consumers.get(grown_values, []):
+        node.input[:] = [written_value if i == grown_values else i for i in node.input]
+    _mask_self_attention(g, layer, read[0], allowed, path)
+
+
+def _read_keys_transposed(g: _Graph, keys: str, path: Path) -> None:
+    """The cross-attention reads graph input ``keys`` as given, transposed (its scale on the queries)."""
+    read = _keys_read(g, keys)
+    if read is None:
+        raise AutotuneError(f"{path}: the cross-attention does not multiply its queries by {keys} transposed: "
+                            "cannot take its keys transposed")
+    _score_transposed(g, read, _keep_layout_for_readers(g, keys))
+
+
+def _keep_layout_for_readers(g: _Graph, name: str) -> str:
+    """Graph input ``name`` becomes transposed; its readers in the export get it transposed back
+    (only shapes are read of it once the attention reads it directly: the compiler folds those)."""
+    readers = g.consumers.get(name, [])
+    if readers:
+        restored = g.op("Transpose", [name], perm=_SWAP_LAST_TWO)
+        for node in readers:
+            node.input[:] = [restored if i == name else i for i in node.input]
+    return name
+
+
+def _keys_read(g: _Graph, keys: str) -> tuple[onnx.NodeProto, tuple[str, str] | None] | None:
+    """The MatMul that multiplies queries by ``keys`` transposed (through copies: ``Identity``, a
+    one-input ``Concat``), and the scale of the transposed keys between them (``Mul`` or ``Div``
+    by a one-element constant: its op and constant), if any."""
+    for node in g.consumers.get(keys, []):
+        if node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1):
+            found = _keys_read(g, node.output[0])
+            if found is not None:
+                return found
+        elif node.op_type == "Transpose" and list(_attribute(node, "perm") or []) == _SWAP_LAST_TWO:
+            tensor, scale = node.output[0], None
+            users = g.consumers.get(tensor, [])
+            constant = _scalar_operand(g, users[0], tensor) if len(users) == 1 else None
+            if constant is not None:
+                scale = (users[0].op_type, constant)
+                tensor, users = users[0].output[0], g.consumers.get(users[0].output[0], [])
+            if len(users) == 1 and users[0].op_type == "MatMul" and list(users[0].input)[1:] == [tensor]:
+                return users[0], scale
+    return None
+
+
+def _score_transposed(g: _Graph, read: tuple, keys_transposed: str) -> None:
+    """The scores' MatMul of ``read`` takes ``keys_transposed`` as is, its scale moved onto the
+    queries (a scalar commutes through the product)."""
+    matmul, scale = read
+    if scale is not None:
+        op_type, constant = scale
+        matmul.input[0] = g.op(op_type, [matmul.input[0], constant])
+    matmul.input[1] = keys_transposed
+
+
+def _scalar_operand(g: _Graph, node: onnx.NodeProto, tensor: str) -> str | None:
+    """The constant of ``node`` if it multiplies ``tensor`` by a one-element constant or divides
+    ``tensor`` by one."""
+    if node.op_type not in ("Mul", "Div") or len(node.input) != 2 or tensor not in node.input:
+        return None
+    if node.op_type == "Div" and node.input[0] != tensor:
+        return None
+    other = node.input[1] if node.input[0] == tensor else node.input[0]
+    return other if _one_element_constant(g, other) else None
+
+
+def _one_element_constant(g: _Graph, name: str) -> bool:
+    if name in g.initializers:
+        tensor = next(t for t in g.graph.initializer if t.name == name)
+        return int(np.prod(tensor.dims)) == 1
+    node = g.producer.get(name)
+    value = _attribute(node, "value") if node is not None and node.op_type == "Constant" else None
+    return value is not None and int(np.prod(value.dims)) == 1
+
+
+def _attribute(node: onnx.NodeProto, name: str):
+    attr = next((a for a in node.attribute if a.name == name), None)
+    return None if attr is None else helper.get_attribute_value(attr)
+
+
+def _renamed_producer(g: _Graph, name: str) -> str:
+    """The node producing graph output ``name`` writes ``autotune_kv/{name}`` instead (readers of
+    ``name`` read what replaces it); returns the new name."""
+    inner = f"autotune_kv/{name}"
+    producer = g.producer[name]
+    producer.output[:] = [inner if o == name else o for o in producer.output]
+    return inner
+
+
+def _written(g: _Graph, present: str, new: str, past: str, rows: str, slot: str) -> str:
+    """Graph output ``present``: the cache ``past`` reordered by ``rows``, ``new`` written where
+    ``slot`` (the export's own grown cache renamed out of its way)."""
+    _renamed_producer(g, present)
+    reordered = g.op("Gather", [past, rows], axis=0)
+    g.added.append(helper.make_node("Where", [slot, new, reordered], [present], name=f"autotune_kv/write_{present}"))
+    return present
+
+
+def _mask_self_attention(g: _Graph, layer: int, scores: onnx.NodeProto, allowed: str, path: Path) -> None:
     """Layer ``layer``'s self-attention softmax sees ``allowed`` in place of the export's mask."""
-    key = f"present.{layer}.decoder.key"
-    concat = _cache_concat(g, key)
-    matmul = _scores_of(g, concat.output[0]) if concat is not None else None
-    if matmul is None:
-        raise AutotuneError(f"{path}: no attention scores read {key}: cannot mask its cache slots")
-    tensor, node = matmul.output[0], matmul
+    tensor, node = scores.output[0], scores
     while node.op_type != "Softmax":
         users = g.consumers.get(tensor, [])
         if len(users) != 1 or users[0].op_type not in {"Mul", "Div", "Add", "Softmax", "Where"}:
@@ -170,54 +322,41 @@ def _cache_concat(g: _Graph, present: str) -> onnx.NodeProto | None:
     return node if node is not None and node.op_type == "Concat" and len(node.input) == 2 else None
 
 
-def _scores_of(g: _Graph, key: str) -> onnx.NodeProto | None:
-    """The MatMul that multiplies queries with ``key`` (through transposes and scalings)."""
-    frontier = [key]
-    while frontier:
-        tensor = frontier.pop()
-        for node in g.consumers.get(tensor, []):
-            if node.op_type == "MatMul":
-                return node
-            if node.op_type in _PASS_THROUGH:
-                frontier.append(node.output[0])
-    return None
-
-
-def _write_new_slot(g: _Graph, layers: int, path: Path) -> None:
-    """``present.{i}.decoder.*`` become the cache (capacity long) with the new token's keys and
-    values at slot ``position_ids``; the attention still reads the cache and the new token."""
-    slot = None
-    outputs = {o.name for o in g.graph.output}
-    for layer in range(layers):
-        for kind in ("key", "value"):
-            name = f"present.{layer}.decoder.{kind}"
-            concat = _cache_concat(g, name)
-            if name not in outputs or concat is None:
-                raise AutotuneError(f"{path}: {name} is not the past and the new token concatenated: "
-                                    "cannot give it a fixed-capacity cache")
-            past, new = concat.input
-            inner = f"autotune_kv/{name}"
-            g.producer[name].output[0] = inner
-            for node in g.consumers.get(name, []):
-                node.input[:] = [inner if i == name else i for i in node.input]
-            slot = slot or _slot_mask(g, past)
-            g.added.append(helper.make_node("Where", [slot, new, past], [name], name=f"autotune_kv/write_{name}"))
-
-
-def _slot_mask(g: _Graph, cache: str) -> str:
-    """``[1, 1, capacity, 1]``: true at slot ``position_ids``."""
-    capacity = g.op("Gather", [g.op("Shape", [cache]), g.const(np.array(2, np.int64))])
-    slots = g.op("Range", [g.const(np.array(0, np.int64)), capacity, g.const(np.array(1, np.int64))])
-    here = g.op("Equal", [slots, POSITION])
-    return g.op("Reshape", [here, g.const(np.array([1, 1, -1, 1], np.int64))])
-
-
-def _set_capacity_dims(g: _Graph) -> None:
-    """The self-attention cache's length dim is the capacity, in its inputs and outputs alike."""
+def _declare_cache_dims(g: _Graph) -> None:
+    """Keys declared transposed, in the step's inputs and outputs; the self-attention cache's slot
+    dim is the capacity."""
     for value in [*g.graph.input, *g.graph.output]:
+        if _KEYS.match(value.name):
+            _swap_last_two_dims(value)
         if _DECODER_CACHE.match(value.name):
-            value.type.tensor_type.shape.dim[2].Clear()
-            value.type.tensor_type.shape.dim[2].dim_param = CAPACITY
+            dim = value.type.tensor_type.shape.dim[3 if value.name.endswith(".key") else 2]
+            dim.Clear()
+            dim.dim_param = CAPACITY
+
+
+def _swap_last_two_dims(value: onnx.ValueInfoProto) -> None:
+    dims = value.type.tensor_type.shape.dim
+    second, last = onnx.TensorShapeProto.Dimension(), onnx.TensorShapeProto.Dimension()
+    second.CopyFrom(dims[2])
+    last.CopyFrom(dims[3])
+    dims[2].CopyFrom(last)
+    dims[3].CopyFrom(second)
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Nodes none of whose outputs is read (the export's concatenations and transposes the rewrite
+    bypassed), last first, then the weights no node reads."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    weights = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:

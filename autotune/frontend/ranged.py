@@ -141,10 +141,14 @@ def output_dims(shapes_by_bucket: list[tuple[Bucket, dict[str, tuple[int, ...]]]
         entry: list[str | int] = []
         for position, size in enumerate(shape):
             named = (declared or {}).get(name, [])
-            if position < len(named) and (named[position] in first_bucket.dims or named[position] == size):
-                entry.append(named[position])  # the model's own name for the dim, or its fixed size
-                continue
+            own = named[position] if position < len(named) else None  # the model's own name or size
             seen = [shapes[name][position] for _, shapes in shapes_by_bucket]
+            if own is not None and (own in first_bucket.dims or own == size):
+                entry.append(own)
+                continue
+            if isinstance(own, str) and own and len(set(seen)) == 1:  # a dim of the model's not ranged here
+                entry.append(size)  # (not one a ranged dim of a single rung happens to equal)
+                continue
             followed = [d for d in first_bucket.dims
                         if all(s == b.dims[d] for s, (b, _) in zip(seen, shapes_by_bucket))]
             if len(set(seen)) == 1 and (not followed or len(shapes_by_bucket) == 1):

@@ -2,9 +2,9 @@
 see them: the same ONNX graphs at the same shape ranges, so that the compiler finds the records
 the tuner wrote.
 
-The encoder and the first decoder step are the folder's own files; the decoder step with past is
-rewritten for a fixed-capacity cache (``frontend.kv_cache``), whose capacity ranges up to
-``max_new_tokens``. Every part ranges over the same rows (sentences × beams) and source lengths.
+The encoder is the folder's own file; the first decoder step writes its keys transposed, and the
+decoder step with past is rewritten for a fixed-capacity cache of transposed keys
+(``frontend.kv_cache``), whose capacity ranges up to ``max_new_tokens``. Every part ranges over the same rows (sentences × beams) and source lengths.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pathlib import Path
 from ..errors import AutotuneError
 from ..frontend.buckets import DimRange, parse_dims, powers_of_two
 from ..frontend.seq2seq import Seq2SeqLayout
-
-STEP_WITH_FIXED_CACHE = "decoder_with_past_model.fixed_cache.onnx"
 
 
 def source_range(source: str) -> tuple[DimRange, DimRange]:
@@ -39,17 +37,19 @@ def check_new_tokens(max_new_tokens: int) -> None:
         raise AutotuneError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
 
 
-def part_models(layout: Seq2SeqLayout, work: Path) -> dict[str, Path]:
-    """The ONNX file of each part: the folder's own, the step with past rewritten into ``work``."""
+def part_models(layout: Seq2SeqLayout, folder: Path, suffix: str = "") -> dict[str, Path]:
+    """The ONNX file of each part: the folder's encoder, the two decoder steps rewritten for serving
+    (``frontend.kv_cache``) into ``folder`` as ``first_step{suffix}.onnx`` and ``next_step{suffix}.onnx``."""
     import onnx
 
-    from ..frontend.kv_cache import with_fixed_capacity
+    from ..frontend.kv_cache import with_fixed_capacity, with_keys_transposed
     from ..frontend.onnx_file import read_model
 
-    source = layout.part("next_step")
-    rewritten = work / STEP_WITH_FIXED_CACHE
-    onnx.save(with_fixed_capacity(read_model(source), layout.layers, source), str(rewritten))
-    return {"encoder": layout.part("encoder"), "first_step": layout.part("first_step"), "next_step": rewritten}
+    paths = {"encoder": layout.part("encoder")}
+    for part, rewrite in (("first_step", with_keys_transposed), ("next_step", with_fixed_capacity)):
+        source, paths[part] = layout.part(part), folder / f"{part}{suffix}.onnx"
+        onnx.save(rewrite(read_model(source), layout.layers, source), str(paths[part]))
+    return paths
 
 
 def part_shapes(part: str, layout: Seq2SeqLayout, rows: DimRange, length: DimRange, new_tokens: int
@@ -66,9 +66,12 @@ def part_shapes(part: str, layout: Seq2SeqLayout, rows: DimRange, length: DimRan
     if part == "first_step":
         return {**shapes, "encoder_hidden_states": (rows, source, fixed(layout.hidden))}
     heads, head_dim = fixed(layout.heads), fixed(layout.head_dim)
-    cache = {name: (rows, heads, source if ".encoder." in name else fixed(new_tokens), head_dim)
-             for name in layout.past_names()}
-    return {**shapes, **cache, "cache_mask": (rows, fixed(new_tokens)), "beam_rows": (rows,)}
+    def cache(name: str) -> tuple[DimRange, ...]:  # keys transposed: [rows, heads, head_dim, length]
+        length = source if ".encoder." in name else fixed(new_tokens)
+        return (rows, heads, head_dim, length) if name.endswith(".key") else (rows, heads, length, head_dim)
+
+    caches = {name: cache(name) for name in layout.past_names()}
+    return {**shapes, **caches, "cache_mask": (rows, fixed(new_tokens)), "beam_rows": (rows,)}
 
 
 def calls_per_generation(part: str, new_tokens: int) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -66,19 +65,18 @@ def compile_seq2seq(folder: str | Path, output: str | Path, source: str, max_new
     parts_dir = manifest_path.with_suffix(".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     token = f"{time.time_ns():x}"
-    with tempfile.TemporaryDirectory(prefix="autotune-seq2seq-") as work:
-        paths = part_models(layout, Path(work))
-        results = {}
-        try:
-            for name in PART_NAMES:
-                shapes = part_shapes(name, layout, rows, length, max_new_tokens)
-                results[name] = compile(paths[name], parts_dir / f"{name}-{token}.so", replace(options, shapes=shapes))
-            manifest = _manifest(layout, folder, rows, length, max_new_tokens, results, manifest_path)
-            validation = _check_generator(layout, manifest, manifest_path, rows, length, max_new_tokens,
-                                          options.precision)
-        except BaseException:
-            _remove_parts(parts_dir, token)
-            raise
+    results = {}
+    try:  # the rewritten steps stay beside their parts: ``profile`` reads a part's model
+        paths = part_models(layout, parts_dir, f"-{token}")
+        for name in PART_NAMES:
+            shapes = part_shapes(name, layout, rows, length, max_new_tokens)
+            results[name] = compile(paths[name], parts_dir / f"{name}-{token}.so", replace(options, shapes=shapes))
+        manifest = _manifest(layout, folder, rows, length, max_new_tokens, results, manifest_path)
+        validation = _check_generator(layout, manifest, manifest_path, rows, length, max_new_tokens,
+                                      options.precision)
+    except BaseException:
+        _remove_parts(parts_dir, token)
+        raise
     _publish(manifest_path, {**manifest, "validation": validation})
     _remove_other_parts(parts_dir, token)
     return Seq2SeqCompileResult(manifest=str(manifest_path), parts={n: r.as_dict() for n, r in results.items()},
@@ -159,12 +157,12 @@ def _publish(manifest_path: Path, manifest: dict) -> None:
 
 
 def _remove_parts(parts_dir: Path, token: str) -> None:
-    for path in parts_dir.glob(f"*-{token}.so*"):
+    for path in parts_dir.glob(f"*-{token}.*"):
         path.unlink(missing_ok=True)
 
 
 def _remove_other_parts(parts_dir: Path, token: str) -> None:
     """Parts of earlier compiles of this generator, now that the manifest names the new ones."""
-    for path in parts_dir.glob("*.so*"):
-        if f"-{token}.so" not in path.name and path.name.split("-")[0] in PART_NAMES:
+    for path in parts_dir.glob("*-*.*"):
+        if f"-{token}." not in path.name and path.name.split("-")[0] in PART_NAMES:
             path.unlink(missing_ok=True)

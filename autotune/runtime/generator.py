@@ -173,10 +173,11 @@ class DeviceSteps:
         self._tvm = tvm
         self.parts, self.rows = parts, rows
         step = parts["next_step"]
-        wanted = {"batch_size": rows, "encoder_sequence_length": length, "cache_capacity": new_tokens}
-        self.sizes = {d: _rung(rungs, wanted[d]) for d, rungs in step.plan.ladders.items()}
-        self.bucket_rows = self.sizes["batch_size"]
-        self.capacity = self.sizes.get("cache_capacity") or _spec(step, "cache_mask").shape[1]  # ranged, or fixed
+        self.sizes = _bucket(step, {"batch_size": rows, "encoder_sequence_length": length,
+                                    "cache_capacity": new_tokens})
+        self.bucket_rows = self.sizes.get("batch_size") or _spec(step, "input_ids").shape[0]  # ranged, or fixed
+        self.capacity = self.sizes.get("cache_capacity") or _spec(step, "cache_mask").shape[1]
+        self.source = self.sizes.get("encoder_sequence_length") or _spec(step, "encoder_attention_mask").shape[1]
         self.position = 0
         self.beam_rows = np.arange(self.bucket_rows, dtype=np.int64)
         self.filled = np.zeros((self.bucket_rows, self.capacity), np.int64)  # the cache slots written
@@ -208,10 +209,11 @@ class DeviceSteps:
         """Run ``part``'s bucket at ``sizes`` on ``arrays`` (device tensors, or numpy arrays copied to
         the device: into kept tensors where ``staged``, as a step's small inputs are)."""
         model = self.parts[part]
-        bucket = {d: sizes[d] for d in model.plan.ladders}
+        bucket = {d: sizes[d] for d in model.plan.ladders} if model.plan else {}
         key = (part, *sorted(bucket.items()))
         if key not in self.entries:
-            self.entries[key] = (model.bucket_at(bucket).function, [spec.name for spec in model.input_specs])
+            function = model.bucket_at(bucket).function if model.plan else "main"  # a static part: one function
+            self.entries[key] = (function, [spec.name for spec in model.input_specs])
         function, names = self.entries[key]
         args = [arrays[name] if not isinstance(arrays[name], np.ndarray)
                 else self._stage(name, arrays[name]) if staged else self._device(arrays[name]) for name in names]
@@ -222,13 +224,11 @@ class DeviceSteps:
         """The encoder at its own bucket for the source; its states and mask padded (masked out)
         up to the steps' source bucket where that is longer."""
         encoder = self.parts["encoder"]
-        ladders = encoder.plan.ladders
-        bucket = encoder.bucket_at({"batch_size": _rung(ladders["batch_size"], input_ids.shape[0]),
-                                    "encoder_sequence_length": _rung(ladders["encoder_sequence_length"],
-                                                                     input_ids.shape[1])})
-        padded = encoder.plan.pad({"input_ids": input_ids, "attention_mask": attention_mask}, bucket)
-        hidden = self._run("encoder", bucket.dims, padded)["last_hidden_state"]
-        mask, extra = padded["attention_mask"], self.sizes["encoder_sequence_length"] - padded["attention_mask"].shape[1]
+        source = {"input_ids": input_ids, "attention_mask": attention_mask}
+        bucket = _bucket(encoder, {"batch_size": input_ids.shape[0], "encoder_sequence_length": input_ids.shape[1]})
+        padded = encoder.plan.pad(source, encoder.bucket_at(bucket)) if encoder.plan else source
+        hidden = self._run("encoder", bucket, padded)["last_hidden_state"]
+        mask, extra = padded["attention_mask"], self.source - padded["attention_mask"].shape[1]
         if extra > 0:
             mask = np.pad(mask, [(0, 0), (0, extra)])
             hidden = self._device(np.pad(hidden.numpy(), [(0, 0), (0, extra), (0, 0)]))
@@ -250,15 +250,19 @@ class DeviceSteps:
         for name, value in out.items():
             if name.startswith("present."):
                 cache[name.replace("present.", "past_key_values.", 1)] = (
-                    self._in_capacity(value) if ".decoder." in name else value)
+                    self._in_capacity(value, slot_axis=3 if name.endswith(".key") else 2)
+                    if ".decoder." in name else value)
         self.position = 1
         return out["logits"].numpy()[:self.rows, -1], cache
 
-    def _in_capacity(self, first: object) -> object:
-        """The first step's keys or values ``[rows, heads, 1, head]`` in slot 0 of the capacity."""
+    def _in_capacity(self, first: object, slot_axis: int) -> object:
+        """The first step's keys ``[rows, heads, head, 1]`` (transposed) or values ``[rows, heads,
+        1, head]`` in slot 0 of the capacity along ``slot_axis``."""
         values = first.numpy()
-        cache = np.zeros(values.shape[:2] + (self.capacity,) + values.shape[3:], values.dtype)
-        cache[:, :, :1] = values
+        shape = list(values.shape)
+        shape[slot_axis] = self.capacity
+        cache = np.zeros(shape, values.dtype)
+        cache[(slice(None),) * slot_axis + (slice(0, 1),)] = values
         return self._device(cache)
 
     def next_step(self, tokens, encoded, cache):
@@ -272,6 +276,14 @@ class DeviceSteps:
         grown = {name.replace("present.", "past_key_values.", 1): value for name, value in out.items()
                  if name.startswith("present.")}
         return out["logits"].numpy()[:self.rows, -1], {**cache, **grown}
+
+
+def _bucket(model: CompiledModel, wanted: dict[str, int]) -> dict[str, int]:
+    """The dims of ``model``'s bucket that holds ``wanted`` (a value per dim name); none for a
+    part compiled for one shape (the caller's shape was checked against it)."""
+    if model.plan is None:
+        return {}
+    return {d: _rung(rungs, wanted[d]) for d, rungs in model.plan.ladders.items()}
 
 
 def _spec(model: CompiledModel, name: str):

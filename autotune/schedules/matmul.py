@@ -1,6 +1,6 @@
 """The matmul rule: a register tile swept down each column panel one K block at a time.
 
-A 4 × 3- or 6 × 2-vector register tile sweeps down a column panel one K block at a time, so the
+A 4 × 3-, 4 × 4- or 6 × 2-vector register tile sweeps down a column panel one K block at a time, so the
 weight block (K block × the tile's columns) stays in cache while every row block uses it; panels
 (and batch) run in parallel, the epilogue is fused per panel (panels never straddle the heads an
 epilogue splits the columns into), producers are inlined, and the next panel's weights are
@@ -15,8 +15,11 @@ from .prefetch import ANNOTATION as PREFETCH_ANNOTATION
 
 ROWS = 6  # 6 rows × 2 vectors: 12 accumulators, 2 weight vectors, 1 broadcast (AVX2 has 16 registers)
 VECTORS_PER_TILE = 2
-WIDE_TILE = (4, 3)  # rows × vectors, also 12 accumulators but 7 loads per 12 FMAs instead of 8; only
-# where it divides the output (a row remainder's predicate costs more than the tile gains)
+WIDE_TILES = ((4, 3), (4, 4))  # rows × vectors: 7 loads per 12 FMAs or 8 per 16 instead of 8 per 12; the
+# first whose width divides the output's columns (and whose registers the target has) sets the panel
+# width; its rows where they divide the output's, else ROWS rows of that width where the registers
+# hold them (a row remainder's predicate costs more than 4 rows gain over 6, not more than the width
+# gains): so every bucket of a range artifact packs a weight the same way
 K_BLOCK = 1536  # the largest divisor of K up to this: weights are pre-packed, so a panel's K block is
 # contiguous, and a whole K of a Transformer's projections fits L2 beside its tile's panel
 PANELS_PER_CORE = 4  # fewer column panels than this per core: batch (e.g. attention heads) runs in parallel too
@@ -90,13 +93,25 @@ def attach_epilogue(sch, block, panel, per_panel: bool, parallel: bool, lanes: i
 
 
 def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[int, int]:
-    """(rows, columns) of the register tile: ``WIDE_TILE`` where it divides the output and its
-    panels fit the epilogue's column ``group``, else ROWS (or fewer) rows × ``_column_tile``."""
-    wide_rows, wide_vectors = WIDE_TILE
-    wide_cols = wide_vectors * lanes
-    if rows % wide_rows == 0 and cols % wide_cols == 0 and panels_fit_groups(wide_cols, group):
-        return wide_rows, wide_cols
+    """(rows, columns) of the register tile: the panel width of the first of ``WIDE_TILES`` that
+    divides the output and fits the epilogue's column ``group``, by its own rows where they divide
+    the output's and the registers hold them, else by ROWS (or fewer) where those fit; else ROWS
+    (or fewer) rows × ``column_tile``."""
+    registers = 32 if lanes >= 16 else 16  # AVX-512 has 32 vector registers, AVX2 16
+    for wide_rows, wide_vectors in WIDE_TILES:
+        wide_cols = wide_vectors * lanes
+        if cols % wide_cols or not panels_fit_groups(wide_cols, group):
+            continue
+        if rows % wide_rows == 0 and _registers_needed(wide_rows, wide_vectors) <= registers:
+            return wide_rows, wide_cols
+        if _registers_needed(min(ROWS, rows), wide_vectors) <= registers:
+            return min(ROWS, rows), wide_cols
     return min(ROWS, rows), column_tile(cols, lanes, group)
+
+
+def _registers_needed(rows: int, vectors: int) -> int:
+    """Vector registers of a rows × vectors tile: its accumulators, a row of weights, a broadcast."""
+    return rows * vectors + vectors + 1
 
 
 def epilogue_column_group(sch, block) -> int | None:
