@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -261,3 +262,28 @@ def test_an_output_dim_the_model_names_stays_fixed_beside_a_range_of_one_rung_of
                {"present": (rows, 8, 64, 32), "hidden": (rows, 32, 512)}) for rows in (7, 8)]
     declared = {"present": ["batch_size", 8, 64, "cache_capacity"], "hidden": ["batch_size", "source", 512]}
     assert output_dims(shapes, declared) == {"present": ["batch_size", 8, 64, 32], "hidden": ["batch_size", "source", 512]}
+
+
+def test_a_tuned_range_artifact_stores_each_weight_once(tmp_path):
+    """A record of another schedule (TVM's default, a searched one) reads its weight unpacked while
+    every other bucket's heuristic packs it:
+    compile passes such a record over (its bucket takes the heuristic), so the tuned artifact holds
+    no second copy of a weight (the smallest is 64 KB here). The record is made the fastest so
+    that compile would otherwise choose it."""
+    import sqlite3
+    from dataclasses import replace
+
+    model = write_example("bert", tmp_path / "bert.onnx", replace(TINY, d_model=128, ffn=256))
+    heuristic = autotune.compile(model, tmp_path / "heuristic.so", BERT_RANGE, db=f"sqlite:///{tmp_path / 'h.db'}")
+    db = tmp_path / "db.sqlite"
+    autotune.tune(model, BERT_RANGE, db=f"sqlite:///{db}", trials=24, confirm=False, tune_shapes="2x20")
+    with sqlite3.connect(db) as connection:
+        unpacked = [row_id for row_id, tir, record in connection.execute(
+            "SELECT r.id, w.tir_text, r.record_json FROM tuning_records r JOIN workloads w ON w.id = r.workload_id "
+            "WHERE r.provenance != 'heuristic' AND r.latency_s IS NOT NULL")
+            if "layout_free_buffers" in tir and "TransformLayout" not in record]
+        assert unpacked, "the job measured no other schedule of a task with weights"
+        connection.execute("UPDATE tuning_records SET latency_s = 1e-12 WHERE id = ?", (unpacked[0],))
+    built = autotune.compile(model, tmp_path / "tuned.so", BERT_RANGE, db=f"sqlite:///{db}")
+    assert built.records_passed_over >= 1 and unpacked[0] not in built.record_ids
+    assert Path(built.artifact).stat().st_size <= Path(heuristic.artifact).stat().st_size + 16 * 1024

@@ -165,6 +165,9 @@ def run_compile(args):
         valid = summary.validation
         print(f"wrote {summary.artifact} (sha256 {summary.sha256[:16]}…), "
               f"{summary.tasks_tuned}/{summary.tasks} tasks from tuning records")
+        if summary.records_passed_over:
+            print(f"{summary.records_passed_over} records passed over: they read a weight in another layout than "
+                  "the other buckets pack it in (the artifact stores each weight once)")
         if valid:
             print(f"matches ONNX Runtime: max abs error {valid['max_abs_err']:.3g}, "
                   f"max rel error {valid['max_rel_err']:.3g}, min cosine {valid['min_cosine']:.6f}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..backends import backend_for
@@ -56,6 +56,7 @@ class CompileResult(Result):
     tasks: int
     tasks_tuned: int
     validation: dict | None
+    records_passed_over: int = 0  # a range artifact's: records whose weight layout would store a weight twice
 
 
 def compile(model: str | Path, output: str | Path, options: CompileOptions = CompileOptions()  # noqa: A001
@@ -73,7 +74,13 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     target_id = store.target_id(canonical(prepared.target))
     selection = Selection(pins=frozenset(options.pins), runners=trusted_runners(store, target_id, options.trust_runners))
     database = SqlDatabase(store, canonical(prepared.target), selection=selection)
-    used = [row for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
+    chosen = [(t, row) for t in prepared.tasks if (row := database.chosen_row(t.mod)) is not None]
+    used = [row for _, row in chosen]
+    passed_over = frozenset()
+    if prepared.model.plan is not None:  # a range artifact stores each weight once
+        passed_over = _weights_in_other_layouts(chosen, prepared.target)
+        database = database.with_selection(replace(selection, passed_over=passed_over))
+        used = [row for row in used if row.workload_id not in passed_over]
     executable = build_tuned(prepared.fused, prepared.target, database)
     built_from = export.BuildProvenance(
         record_ids=sorted(r.id for r in used), job_ids=sorted({r.job_id for r in used if r.job_id is not None}),
@@ -93,7 +100,32 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
                                            built_from.record_ids)
     return CompileResult(artifact=str(so_path), manifest=f"{so_path}.json", artifact_id=artifact_id,
                          sha256=manifest.sha256, **built_from.as_dict(),
-                         validation=validation.as_dict() if validation else None)
+                         validation=validation.as_dict() if validation else None,
+                         records_passed_over=len(passed_over))
+
+
+def _weights_in_other_layouts(chosen: list, target) -> frozenset[int]:
+    """Workloads whose chosen record (``chosen``: task and record row pairs) reads its weights in
+    another layout than the heuristic schedule packs them in. Every bucket of a range artifact
+    without a record for a task packs a weight the heuristic's way (its panel width does not depend
+    on the rows), so such a record would store that weight a second time; its bucket takes the
+    heuristic schedule instead."""
+    import json
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..schedules.heuristics import default_schedule, weight_layouts
+
+    passed_over = set()
+    for task, row in chosen:
+        attrs = task.mod["main"].attrs
+        heuristic = default_schedule(task.mod, target) if attrs and attrs.get("layout_free_buffers") else None
+        if heuristic is None:
+            continue
+        record = ms.database.TuningRecord.from_json(json.loads(row.record_json), ms.database.Workload(task.mod))
+        if weight_layouts(record.trace) != weight_layouts(heuristic.trace):
+            passed_over.add(row.workload_id)
+    return frozenset(passed_over)
 
 
 def trusted_runners(store: Store, target_id: int, given: Sequence[str] | None) -> frozenset[str] | None:

@@ -64,6 +64,12 @@ def _prepack_weights(sch):
     return rewritten if ms.postproc.RewriteLayout().apply(rewritten) else sch
 
 
+def weight_layouts(trace) -> tuple[str, ...]:
+    """The layouts a schedule's ``trace`` packs its task's weights in (``_prepack_weights``): each
+    layout change's buffer and index map; empty for a schedule reading them as they are."""
+    return tuple(f"{inst.attrs[0]}:{inst.inputs[-1]}" for inst in trace.insts if inst.kind.name == "TransformLayout")
+
+
 def _variants(mod, target) -> dict[bool, object]:
     """The first rule's schedules for ``mod``, keyed by whether they run in parallel."""
     for rule in RULES:

@@ -170,10 +170,13 @@ class SqlDatabase(ms.database.PyDatabase):
         return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)
 
     def get_top_k(self, workload, top_k: int):
-        rows = self.best_rows(workload.mod, top_k)
+        """The chosen record first, then the fastest; none where the selection chooses none (only
+        untrusted runners timed it, or it is passed over), so compile builds the heuristic."""
         chosen = self.chosen_row(workload.mod)
-        if chosen is not None:
-            rows = [chosen, *(r for r in rows if r.id != chosen.id)][:top_k]
+        if chosen is None:
+            return []
+        rows = self.best_rows(workload.mod, top_k)
+        rows = [chosen, *(r for r in rows if r.id != chosen.id)][:top_k]
         return [self._to_record(row, workload) for row in rows]
 
     def get_all_tuning_records(self):

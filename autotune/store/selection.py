@@ -33,12 +33,14 @@ class Selection:
     3. the newest confirmation (a re-timing of the finalists, ``jobs.confirm``);
     4. the fastest record (ties: the oldest).
 
-    With ``runners``, only records timed by those runners count (``trusted``).
+    With ``runners``, only records timed by those runners count (``trusted``); a workload in
+    ``passed_over`` takes none (compile builds its heuristic schedule).
     """
 
     pins: frozenset[str] = frozenset()
     overrides: Mapping[int, int] = field(default_factory=dict)
     runners: frozenset[str] | None = None
+    passed_over: frozenset[int] = frozenset()
 
     def trusted(self, record: RecordSummary) -> bool:
         """Whether ``record`` was timed by a trusted runner: ``local`` trusts every local measurer,
@@ -52,7 +54,7 @@ class Selection:
     def choose(self, workload_id: int, records: Sequence[RecordSummary]) -> RecordSummary | None:
         """The chosen one of a workload's successful ``records`` on one target; None if none."""
         records = [r for r in records if self.trusted(r)]
-        if not records:
+        if not records or workload_id in self.passed_over:
             return None
         wanted = self.overrides.get(workload_id)
         overridden = [r for r in records if r.id == wanted]
