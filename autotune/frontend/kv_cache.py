@@ -63,6 +63,11 @@ class _Graph:
         self.added.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def redirect(self, old: str, new: str) -> None:
+        """The nodes that read tensor ``old`` (as the graph was given) read ``new`` instead."""
+        for node in self.consumers.get(old, []):
+            node.input[:] = [new if i == old else i for i in node.input]
+
     def const(self, value: np.ndarray) -> str:
         self._count += 1
         name = f"autotune_kv/const_{self._count}"
@@ -123,8 +128,7 @@ def with_keys_transposed(model: onnx.ModelProto, layers: int, path: Path) -> onn
             if name not in outputs:
                 raise AutotuneError(f"{path}: no output {name}: cannot hand the next step its keys")
             inner = _renamed_producer(g, name)
-            for node in g.consumers.get(name, []):
-                node.input[:] = [inner if i == name else i for i in node.input]
+            g.redirect(name, inner)
             g.added.append(helper.make_node("Transpose", [inner], [name], name=f"autotune_kv/transpose_{name}",
                                             perm=_SWAP_LAST_TWO))
             _swap_last_two_dims(outputs[name])
@@ -197,8 +201,7 @@ def _cached_self_attention(g: _Graph, layer: int, rows: str, slots: dict[str, st
     _score_transposed(g, read, _written(g, key, new_key, past_key, rows, slots["key"]))
     written_value = _written(g, value, concats[value].input[1], f"past_key_values.{layer}.decoder.value", rows,
                              slots["value"])
-    for node in g.consumers.get(grown_values, []):
-        node.input[:] = [written_value if i == grown_values else i for i in node.input]
+    g.redirect(grown_values, written_value)
     _mask_self_attention(g, layer, read[0], allowed, path)
 
 
@@ -214,11 +217,8 @@ def _read_keys_transposed(g: _Graph, keys: str, path: Path) -> None:
 def _keep_layout_for_readers(g: _Graph, name: str) -> str:
     """Graph input ``name`` becomes transposed; its readers in the export get it transposed back
     (only shapes are read of it once the attention reads it directly: the compiler folds those)."""
-    readers = g.consumers.get(name, [])
-    if readers:
-        restored = g.op("Transpose", [name], perm=_SWAP_LAST_TWO)
-        for node in readers:
-            node.input[:] = [restored if i == name else i for i in node.input]
+    if g.consumers.get(name):
+        g.redirect(name, g.op("Transpose", [name], perm=_SWAP_LAST_TWO))
     return name
 
 

@@ -78,7 +78,7 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     used = [row for _, row in chosen]
     passed_over = frozenset()
     if prepared.model.plan is not None:  # a range artifact stores each weight once
-        passed_over = _weights_in_other_layouts(chosen, prepared.target)
+        passed_over = _weights_in_other_layouts(chosen, prepared.target, database)
         database = database.with_selection(replace(selection, passed_over=passed_over))
         used = [row for row in used if row.workload_id not in passed_over]
     executable = build_tuned(prepared.fused, prepared.target, database)
@@ -104,25 +104,22 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
                          records_passed_over=len(passed_over))
 
 
-def _weights_in_other_layouts(chosen: list, target) -> frozenset[int]:
+def _weights_in_other_layouts(chosen: list, target, database) -> frozenset[int]:
     """Workloads whose chosen record (``chosen``: task and record row pairs) reads its weights in
     another layout than the heuristic schedule packs them in. Every bucket of a range artifact
     without a record for a task packs a weight the heuristic's way (its panel width does not depend
     on the rows), so such a record would store that weight a second time; its bucket takes the
     heuristic schedule instead."""
-    import json
-
     from tvm.s_tir import meta_schedule as ms
 
-    from ..schedules.heuristics import default_schedule, weight_layouts
+    from ..schedules.heuristics import default_schedule, has_layout_free_weights, weight_layouts
 
     passed_over = set()
     for task, row in chosen:
-        attrs = task.mod["main"].attrs
-        heuristic = default_schedule(task.mod, target) if attrs and attrs.get("layout_free_buffers") else None
+        heuristic = default_schedule(task.mod, target) if has_layout_free_weights(task.mod) else None
         if heuristic is None:
             continue
-        record = ms.database.TuningRecord.from_json(json.loads(row.record_json), ms.database.Workload(task.mod))
+        record = database.to_record(row, ms.database.Workload(task.mod))
         if weight_layouts(record.trace) != weight_layouts(heuristic.trace):
             passed_over.add(row.workload_id)
     return frozenset(passed_over)

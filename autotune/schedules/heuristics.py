@@ -57,11 +57,16 @@ def _prepack_weights(sch):
     """
     from tvm.s_tir import meta_schedule as ms
 
-    attrs = sch.mod["main"].attrs
-    if not attrs or not attrs.get("layout_free_buffers"):
+    if not has_layout_free_weights(sch.mod):
         return sch
     rewritten = sch.copy()
     return rewritten if ms.postproc.RewriteLayout().apply(rewritten) else sch
+
+
+def has_layout_free_weights(mod) -> bool:
+    """Whether a task marks buffers (its weights) whose layout a schedule may choose."""
+    attrs = mod["main"].attrs
+    return bool(attrs and attrs.get("layout_free_buffers"))
 
 
 def weight_layouts(trace) -> tuple[str, ...]:

@@ -166,7 +166,8 @@ class SqlDatabase(ms.database.PyDatabase):
             TuningRecordRow.provenance == str(Provenance.SEARCH))
         return self.store.read(lambda session: session.scalar(query)) or 0
 
-    def _to_record(self, row: TuningRecordRow, workload):
+    def to_record(self, row: TuningRecordRow, workload):
+        """The MetaSchedule ``TuningRecord`` of ``row`` (its trace) for ``workload``."""
         return ms.database.TuningRecord.from_json(json.loads(row.record_json), workload)
 
     def get_top_k(self, workload, top_k: int):
@@ -177,7 +178,7 @@ class SqlDatabase(ms.database.PyDatabase):
             return []
         rows = self.best_rows(workload.mod, top_k)
         rows = [chosen, *(r for r in rows if r.id != chosen.id)][:top_k]
-        return [self._to_record(row, workload) for row in rows]
+        return [self.to_record(row, workload) for row in rows]
 
     def get_all_tuning_records(self):
         def work(session: Session) -> tuple[list, dict]:
@@ -185,7 +186,7 @@ class SqlDatabase(ms.database.PyDatabase):
                 TuningRecordRow.target_id == self.target_id, TuningRecordRow.latency_s.is_not(None))))
             return rows, dict(session.execute(select(WorkloadRow.id, WorkloadRow.workload_json)).all())
         rows, wl_json = self.store.read(work)
-        return [self._to_record(r, self._workload(r.workload_id, wl_json[r.workload_id])) for r in rows]
+        return [self.to_record(r, self._workload(r.workload_id, wl_json[r.workload_id])) for r in rows]
 
     def __len__(self) -> int:
         query = select(func.count(TuningRecordRow.id)).where(TuningRecordRow.target_id == self.target_id,
