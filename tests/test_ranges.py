@@ -94,7 +94,21 @@ def test_ladders_pad_little_and_exact_dims_take_every_value():
     rungs = ladder(DimRange(1, 128), pad_safe=True)
     assert rungs[0] == 1 and rungs[-1] == 128
     assert all(b / a <= 1.25 for a, b in zip(rungs, rungs[1:]) if a >= 16)
+    for unit in (2, 4):  # a sequence: multiples of the rung unit, at most 1/8 apart from 8 units up
+        rungs = ladder(DimRange(1, 128), pad_safe=True, leading=False, unit=unit)
+        assert rungs[0] == 4 and rungs[-1] == 128 and all(r % unit == 0 for r in rungs)
+        assert all(b / a <= 1.125 for a, b in zip(rungs, rungs[1:]) if a >= 8 * unit)
+    assert ladder(DimRange(9, 50), pad_safe=True, leading=False, unit=4)[::4] == [12, 28, 44]
     assert ladder(DimRange(4, 6), pad_safe=False) == [4, 5, 6]
+
+
+def test_on_avx512_a_sequence_rung_may_be_any_even_number_and_avx2_keeps_multiples_of_its_tile():
+    from autotune.schedules.matmul import sequence_rung_unit
+    from autotune.targets.names import parse_target
+
+    assert sequence_rung_unit(parse_target("avx2")) == 4
+    assert sequence_rung_unit(parse_target("avx512")) == 2
+    assert sequence_rung_unit(parse_target("cuda-sm90")) == 4
 
 
 def test_a_range_that_contradicts_the_model_is_one_clear_line(tiny_bert, tmp_path):

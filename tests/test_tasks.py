@@ -118,6 +118,38 @@ def test_a_repeated_subexpression_is_computed_once(tmp_path):
     assert built["validation"]["passed"]
 
 
+def _folded_broadcast_model(path) -> str:
+    """``(x + rows) + x * noise`` over ``4 x 32 x 64``: ``rows`` one row repeated (a folded broadcast,
+    as the token-type embeddings of all-zero ids become in an export), ``noise`` all different."""
+    rng = np.random.default_rng(0)
+    row = rng.standard_normal(64).astype(np.float32)
+    rows = numpy_helper.from_array(np.broadcast_to(row, (4, 32, 64)).copy(), "rows")
+    noise = numpy_helper.from_array(rng.standard_normal((4, 32, 64)).astype(np.float32), "noise")
+    nodes = [helper.make_node("Add", ["x", "rows"], ["shifted"]), helper.make_node("Mul", ["x", "noise"], ["scaled"]),
+             helper.make_node("Add", ["shifted", "scaled"], ["y"])]
+    return _save(path, "folded_broadcast", nodes, {"x": [4, 32, 64]}, {"y": [4, 32, 64]}, [rows, noise])
+
+
+def _constant_shapes(mod) -> list[tuple[int, ...]]:
+    import tvm
+    from tvm import relax
+
+    found = []
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, lambda e: isinstance(e, tvm.ir.expr.GenericConst)
+                                            and found.append(tuple(e.value.shape)))
+    return found
+
+
+def test_a_constant_that_repeats_one_row_is_stored_as_that_row(tmp_path):
+    """The artifact and every call carry the row once; a constant of distinct values stays whole."""
+    model = _folded_broadcast_model(tmp_path / "folded.onnx")
+    assert sorted(_constant_shapes(prepare(model, None, "host").fused)) == [(1, 1, 64), (4, 32, 64)]
+    built = autotune.compile(model, tmp_path / "folded.so", db=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert built["validation"]["passed"]
+
+
 def test_tuple_items_are_read_from_the_tuple_they_were_built_from():
     """Packed weights come back from ``FoldConstant`` as a tuple of constants read item by item;
     forwarded, the tuple is dead and the VM no longer builds and unpacks it on every inference."""

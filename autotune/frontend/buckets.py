@@ -84,7 +84,7 @@ ROW_TILE = 4  # the rows of the heuristic matmul's wide register tile (``schedul
 
 def powers_of_two(dim: DimRange) -> DimRange:
     """``dim`` (a sequence) with rungs at the powers of two from ``ROW_TILE`` up to its top
-    (rounded up to a multiple of ``ROW_TILE``, as ``ladder`` rounds it): few buckets."""
+    (rounded up to a multiple of ``ROW_TILE``): few buckets."""
     top = -(-dim.high // ROW_TILE) * ROW_TILE
     rungs, value = {top}, ROW_TILE
     while value < top:
@@ -94,27 +94,46 @@ def powers_of_two(dim: DimRange) -> DimRange:
     return dataclasses.replace(dim, rungs=tuple(sorted(rungs)))
 
 
-def ladder(dim: DimRange, pad_safe: bool, leading: bool = True) -> list[int]:
-    """The bucket values of a dim: every value where padding is not safe; otherwise powers of two
-    up to 8, then steps of a quarter of the power of two below (at least 4): 8, 12, 16, 20 … 32,
-    40 … 64, 80 … 128, so no value pads by more than 1.25× from 16 up and rungs hold whole vectors.
-    A dim that is never an input's first (a sequence, not a batch) has only rungs that are
-    multiples of ``ROW_TILE`` (its top rung rounded up to one): every bucket's matmuls then have
-    rows a multiple of it, pick the same weight layout, and the artifact stores the packed weights
-    once. A leading dim (a batch) starts at its ``low`` and ends at its ``high``."""
+def ladder(dim: DimRange, pad_safe: bool, leading: bool = True, unit: int = ROW_TILE) -> list[int]:
+    """The bucket values of a dim: every value where padding is not safe.
+
+    A leading dim (a batch) gets powers of two up to 8, then steps of a quarter of the power of
+    two below, from its ``low`` to its ``high``. Any other (a sequence) gets multiples of ``unit``
+    (``schedules.matmul.sequence_rung_unit``: rows at which every bucket packs a weight one way, so
+    the artifact stores it once; its top rounded up to one): steps of ``ROW_TILE`` below
+    ``SMALL_SEQUENCE`` (a call there is mostly fixed cost), then of an eighth of the power of two
+    below, at least ``unit``. With 2: 4, 8, 12, 16, 18 … 32, 36 … 64, 72 … 128; from 8 units up no
+    value pads by more than 1.125× (ONNX Runtime runs the exact shape: padding is paid in full).
+    """
     if not pad_safe:
         return list(range(dim.low, dim.high + 1))
     if dim.rungs:  # the caller's: they cover the range (its top is the last)
         rungs = sorted(r for r in set(dim.rungs) if r >= dim.low)
         return rungs if rungs and rungs[-1] >= dim.high else [*rungs, dim.high]
     if leading:
-        bottom, top = dim.low, dim.high
-    else:
-        bottom, top = (-(-max(v, 1) // ROW_TILE) * ROW_TILE for v in (dim.low, dim.high))
-    rungs = {bottom, top}
-    value = 1
+        return _batch_rungs(dim)
+    top = -(-dim.high // unit) * unit
+    rungs, value = [], -(-dim.low // _sequence_step(dim.low, unit)) * _sequence_step(dim.low, unit)
     while value < top:
-        if value > bottom:
+        rungs.append(value)
+        value = (value // _sequence_step(value, unit) + 1) * _sequence_step(value, unit)
+    return [*rungs, top]
+
+
+SMALL_SEQUENCE = 16  # below this many positions a sequence's rungs are ROW_TILE apart
+
+
+def _sequence_step(value: int, unit: int) -> int:
+    if value < SMALL_SEQUENCE:
+        return max(unit, ROW_TILE)
+    return max(unit, 2 ** int(math.log2(value)) // 8)
+
+
+def _batch_rungs(dim: DimRange) -> list[int]:
+    rungs = {dim.low, dim.high}
+    value = 1
+    while value < dim.high:
+        if value > dim.low:
             rungs.add(value)
         value = value * 2 if value < 8 else value + max(4, 2 ** (int(math.log2(value)) - 2))
     return sorted(rungs)

@@ -22,7 +22,7 @@ from ..common.files import sha256_of
 from ..common.text import one_line
 from ..errors import AutotuneError
 from .guards import index_bounds
-from .buckets import DimRange, ShapePlan, as_dims, parse_dims
+from .buckets import ROW_TILE, DimRange, ShapePlan, as_dims, parse_dims
 from .onnx_file import check_model, graph_inputs, infer_shapes_strictly, read_model
 from .specs import TensorSpec
 
@@ -178,13 +178,13 @@ def _tvm_reason(err: Exception) -> str:
 
 
 def load_model(path: str | Path, shapes: dict | None = None, for_tuning: bool = False,
-               tune_shapes: str | None = None) -> ImportedModel:
+               tune_shapes: str | None = None, rung_unit: int = ROW_TILE) -> ImportedModel:
     """Load, check, freeze, simplify and import an ONNX model.
 
     ``shapes`` maps an input to its shape: ints (``(1, 128)``), or ranges per dim (``((1, 8), (1,
     128))``, ``"1..8x1..128"``): then the module holds one entry function per bucket (all of them,
     or, ``for_tuning``, those covering ``tune_shapes``, e.g. ``"1x32,8x128"``; see
-    ``frontend.ranged``).
+    ``frontend.ranged``), their sequence rungs multiples of ``rung_unit``.
     """
     from .ranged import is_ranged
 
@@ -193,7 +193,7 @@ def load_model(path: str | Path, shapes: dict | None = None, for_tuning: bool = 
         if is_ranged(dims):
             from .ranged import load_ranged
 
-            return load_ranged(Path(path), dims, _load, for_tuning, tune_shapes)
+            return load_ranged(Path(path), dims, _load, for_tuning, tune_shapes, rung_unit)
         if tune_shapes:
             raise AutotuneError("--tune-shapes needs a range in --shape (e.g. input_ids=1..8x1..128)")
         return _load(Path(path), {name: tuple(d.low for d in shape) for name, shape in dims.items()})

@@ -2,9 +2,68 @@
 
 from __future__ import annotations
 
-from ..common.relax import mutator_pass
+from ..common.relax import is_constant, mutator_pass
+from ..common.relax import op_name as _op
 
 FUSION_PASSES = ("FuseOps", "FuseTIR")
+BROADCASTING = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide"})
+MIN_SHRUNK_ELEMENTS = 1024  # smaller constants stay as they are: nothing to gain
+
+
+def repeated_slice(array):
+    """``array`` with every axis along which it repeats one slice cut to that slice (size 1), or
+    None where no axis of it repeats."""
+    import numpy as np
+
+    shrunk = array
+    for axis in range(array.ndim):
+        first = shrunk.take([0], axis=axis)
+        if shrunk.shape[axis] > 1 and np.array_equal(shrunk, np.broadcast_to(first, shrunk.shape), equal_nan=True):
+            shrunk = first
+    return None if shrunk is array else np.ascontiguousarray(shrunk)
+
+
+def unbroadcast_constants():
+    """A pass giving an elementwise add, subtract, multiply or divide the one slice a constant
+    operand repeats, where broadcasting it against the other operand gives the same result.
+
+    Exporters and ONNX simplifiers fold broadcasts into constants: e.g. the token-type embeddings
+    of an encoder exported without a ``token_type_ids`` input become one ``[batch, seq, hidden]``
+    constant per shape, all rows alike. The artifact then stores, and every call reads, a copy per
+    row; a range artifact one per bucket. Invariant: the call's output shape is the other
+    operand's, so only the constant's repeats go.
+    """
+    import numpy as np
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Unbroadcast(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if _op(call) not in BROADCASTING or len(call.args) != 2:
+                return call
+            args, changed = list(call.args), False
+            for position, (constant, other) in enumerate((args, args[::-1])):
+                shrunk = _unbroadcast(constant, other)
+                if shrunk is not None:
+                    args[position], changed = relax.const(shrunk), True
+            return relax.Call(call.op, args, call.attrs, call.ty_args) if changed else call
+
+    def _unbroadcast(constant, other):
+        """The slice ``constant`` repeats, where it broadcasts to ``other``'s shape; else None."""
+        if not is_constant(constant) or constant.value.numpy().size < MIN_SHRUNK_ELEMENTS:
+            return None
+        shape = getattr(other.ty, "shape", None)
+        array = constant.value.numpy()
+        try:
+            other_shape = tuple(int(d) for d in shape)
+            if np.broadcast_shapes(other_shape, array.shape) != other_shape:
+                return None
+        except (TypeError, ValueError):  # an unknown or symbolic shape, or shapes that do not broadcast
+            return None
+        return repeated_slice(array)
+
+    return mutator_pass(Unbroadcast, "autotune.UnbroadcastConstants")
 
 
 def small_powers_as_products():
@@ -64,9 +123,11 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     This is the module tasks come from; compile applies tuned schedules to this same module, so
     workload keys match by construction. ``fusion="none"`` keeps one task per operator; ``"full"``
     on CPU also makes each attention block one task (``attention.fuse_attention``).
-    Every index a caller sends is checked before a table is read with it (``guards``).
-    Integer matmuls of a model quantized before import run on the VNNI kernel where the target has it
-    (``quantized``); ``precision`` (fp32, fp16, bf16, int8) is applied next (``precision``). Common
+    A constant operand that repeats one slice (a folded broadcast) is cut to that slice first
+    (``unbroadcast_constants``). Every index a caller sends is checked before a table is read with
+    it (``guards``). Integer matmuls of a model quantized before import run on the VNNI kernel where
+    the target has it (``quantized``); ``precision`` (fp32, fp16, bf16, int8) is applied next
+    (``precision``). Common
     subexpressions are computed once (exporters repeat the attention mask in every layer).
     Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
@@ -89,7 +150,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     legalize = [p for p in pipeline.legalize_passes(target)  # CUDA's ends with dlight: tasks must
                 if (fusion == "full" or p.info.name not in FUSION_PASSES)  # reach the search unscheduled
                 and p.info.name != "ApplyDefaultSchedule"]
-    passes = [guard_indices(target), integer_matmuls_to_vnni(target), precision_pass(precision, target),
+    passes = [unbroadcast_constants(), guard_indices(target), integer_matmuls_to_vnni(target),
+              precision_pass(precision, target),
               relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]

@@ -21,7 +21,7 @@ import onnx
 
 from ..common.text import one_line
 from ..errors import AutotuneError
-from .buckets import BUCKET_PREFIX, MAX_EXACT_VALUES, Bucket, DimRange, ShapePlan, ladder
+from .buckets import BUCKET_PREFIX, MAX_EXACT_VALUES, ROW_TILE, Bucket, DimRange, ShapePlan, ladder
 from .inputs import random_inputs
 from .specs import TensorSpec
 
@@ -115,9 +115,11 @@ def _same(reference: np.ndarray, got: np.ndarray) -> bool:
     return bool(np.abs(reference.astype(np.float64) - got).max(initial=0.0) <= PAD_CHECK_RTOL * scale + 1e-5)
 
 
-def ladders_for(dims: dict[str, DimRange], safe: dict[str, bool], plan: ShapePlan) -> dict[str, list[int]]:
-    """Each ranged dim's bucket values, or one error naming the input and dim where padding is not
-    safe and the range holds too many values for a bucket each."""
+def ladders_for(dims: dict[str, DimRange], safe: dict[str, bool], plan: ShapePlan,
+                rung_unit: int = ROW_TILE) -> dict[str, list[int]]:
+    """Each ranged dim's bucket values (a sequence's multiples of ``rung_unit``: ``ladder``), or one
+    error naming the input and dim where padding is not safe and the range holds too many values
+    for a bucket each."""
     for dim, allowed in dims.items():
         count = allowed.high - allowed.low + 1
         if not safe[dim] and count > MAX_EXACT_VALUES:
@@ -128,7 +130,7 @@ def ladders_for(dims: dict[str, DimRange], safe: dict[str, bool], plan: ShapePla
                 f"needs its own kernels; the range {allowed} has {count} values, more than "
                 f"{MAX_EXACT_VALUES}: narrow it")
     leading = {entry[0] for entry in plan.inputs.values() if entry and isinstance(entry[0], str)}
-    return {dim: ladder(allowed, safe[dim], dim in leading) for dim, allowed in dims.items()}
+    return {dim: ladder(allowed, safe[dim], dim in leading, rung_unit) for dim, allowed in dims.items()}
 
 
 def output_dims(shapes_by_bucket: list[tuple[Bucket, dict[str, tuple[int, ...]]]],
@@ -184,11 +186,11 @@ class SharedConstants:
 
 
 def load_ranged(path: Path, shapes: dict[str, tuple[DimRange, ...]], load_static, for_tuning: bool = False,
-                tune_shapes: str | None = None):
+                tune_shapes: str | None = None, rung_unit: int = ROW_TILE):
     """The model imported for the ranges of ``shapes``: every bucket (``for_tuning``: those covering
     ``tune_shapes``, ``--tune-shapes``'s text, or ``default_tune_sizes``) an entry function of one
     module, with the plan that dispatches among them. ``load_static(path, shapes)`` imports the
-    model at one static shape (``importer``'s)."""
+    model at one static shape (``importer``'s); sequence rungs are multiples of ``rung_unit``."""
     import tvm
 
     from .onnx_file import check_model, read_model
@@ -199,7 +201,7 @@ def load_ranged(path: Path, shapes: dict[str, tuple[DimRange, ...]], load_static
     plan = ShapePlan(dims, {}, per_input, {})
     largest = load_static(path, _static(plan, sizes_at(dims, "high")))
     safe = pad_safe_dims(path, plan, largest.inputs)
-    plan.ladders = ladders_for(dims, safe, plan)
+    plan.ladders = ladders_for(dims, safe, plan, rung_unit)
     plan.exact = [dim for dim in dims if not safe[dim]]
     if for_tuning:
         wanted = _covering(plan, parse_tune_shapes(tune_shapes, plan) if tune_shapes else default_tune_sizes(plan))

@@ -9,6 +9,7 @@ from ..frontend.importer import ImportedModel, load_model
 from ..frontend.passes import fuse
 from ..frontend.ranged import kernels_named_by_bucket
 from ..frontend.tasks import Task, extract_tasks
+from ..schedules.matmul import sequence_rung_unit
 from ..targets.names import parse_target
 
 
@@ -27,7 +28,7 @@ def prepare(model_path: str | Path, shapes: dict | None, target, fusion: str = "
     """Import ``model_path`` with frozen ``shapes`` (or ranges: ``load_model``), apply graph passes,
     extract tasks for ``target`` (a name, JSON or tag, or a ``tvm.target.Target``)."""
     tvm_target = parse_target(target) if isinstance(target, str) else target
-    model = load_model(model_path, shapes, for_tuning, tune_shapes)
+    model = load_model(model_path, shapes, for_tuning, tune_shapes, sequence_rung_unit(tvm_target))
     fused = fuse(model.relax_mod, tvm_target, fusion, precision)
     if model.plan is not None:  # a range: each kernel named after the bucket it serves
         fused = kernels_named_by_bucket()(fused)

@@ -97,7 +97,7 @@ def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[i
     divides the output and fits the epilogue's column ``group``, by its own rows where they divide
     the output's and the registers hold them, else by ROWS (or fewer) where those fit; else ROWS
     (or fewer) rows × ``column_tile``."""
-    registers = 32 if lanes >= 16 else 16  # AVX-512 has 32 vector registers, AVX2 16
+    registers = _vector_registers(lanes)
     for wide_rows, wide_vectors in WIDE_TILES:
         wide_cols = wide_vectors * lanes
         if cols % wide_cols or not panels_fit_groups(wide_cols, group):
@@ -107,6 +107,25 @@ def _matmul_tile(rows: int, cols: int, lanes: int, group: int | None) -> tuple[i
         if _registers_needed(min(ROWS, rows), wide_vectors) <= registers:
             return min(ROWS, rows), wide_cols
     return min(ROWS, rows), column_tile(cols, lanes, group)
+
+
+def sequence_rung_unit(target) -> int:
+    """The multiple every sequence rung of a range artifact is on ``target``: rows at which each
+    matmul picks one panel width whatever the rows, so every bucket packs a weight one way and the
+    artifact stores it once (``frontend.buckets.ladder``).
+
+    Where ``ROWS`` rows of every wide tile fit the vector registers (AVX-512), any rows do: 2, the
+    finest step worth a bucket. Elsewhere (AVX2, other targets) the first wide tile's rows.
+    """
+    wide_rows = WIDE_TILES[0][0]
+    if target.kind.name != "llvm":
+        return wide_rows
+    registers = _vector_registers(vector_lanes(target))
+    return 2 if all(_registers_needed(ROWS, v) <= registers for _, v in WIDE_TILES) else wide_rows
+
+
+def _vector_registers(lanes: int) -> int:
+    return 32 if lanes >= 16 else 16  # AVX-512 has 32 vector registers, AVX2 16
 
 
 def _registers_needed(rows: int, vectors: int) -> int:
