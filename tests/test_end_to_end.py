@@ -55,6 +55,7 @@ def test_compile_load_in_fresh_process_matches_onnxruntime(tuned, tmp_path):
     assert manifest["record_ids"] == built["record_ids"] and manifest["job_ids"] == [tuned["summary"]["job_id"]]
     assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "decoder_input_ids"]
     assert "tuple" not in _vm_code(so_path)  # packed weights are not re-tupled on every inference
+    assert b".debug_info" not in so_path.read_bytes()  # no DWARF: nothing the runtime reads
 
     rng = np.random.default_rng(7)
     inputs = {"input_ids": rng.integers(0, 64, (1, 16)), "decoder_input_ids": rng.integers(0, 64, (1, 8))}

@@ -69,6 +69,10 @@ class Backend(ABC):
         """Extra ``export_library`` keywords."""
         return {}
 
+    def artifact_options(self, target) -> dict:
+        """Extra ``export_library`` keywords for a deployed artifact (not a measured candidate)."""
+        return {}
+
     @abstractmethod
     def manifest_fields(self, target) -> dict:
         """What the manifest records about the code's requirements on the host."""

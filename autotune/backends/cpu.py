@@ -17,6 +17,11 @@ class CpuBackend(Backend):
     retimes_in_place = True
     threaded = True
 
+    def artifact_options(self, target) -> dict:
+        """Link without the DWARF debug information TVM's LLVM codegen emits (about as many bytes as
+        the code, nothing the runtime reads); the symbol table stays for profilers."""
+        return {"options": ["-Wl,--strip-debug"]}
+
     def default_schedule_pass(self, target):
         from ..schedules.heuristics import schedule_unscheduled
 

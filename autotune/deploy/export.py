@@ -102,7 +102,9 @@ def stage(executable, target: Path, model: ImportedModel, tvm_target, provenance
     os.close(handle)
     so_path = Path(name)
     try:
-        executable.export_library(str(so_path), **backend_for(tvm_target).export_options(tvm_target))
+        backend = backend_for(tvm_target)
+        executable.export_library(str(so_path), **backend.export_options(tvm_target),
+                                  **backend.artifact_options(tvm_target))
         manifest = make_manifest(so_path, target.name, model, tvm_target, provenance)
         write_json_atomically(manifest_path(so_path), manifest.as_dict())
     except Exception as err:
