@@ -80,6 +80,7 @@ def as_dims(shape, what: str) -> tuple[DimRange, ...]:
 
 
 ROW_TILE = 4  # the rows of the heuristic matmul's wide register tile (``schedules.matmul``)
+SMALL_SEQUENCE = 16  # below this many positions a sequence's rungs are ROW_TILE apart
 
 
 def powers_of_two(dim: DimRange) -> DimRange:
@@ -118,9 +119,6 @@ def ladder(dim: DimRange, pad_safe: bool, leading: bool = True, unit: int = ROW_
         rungs.append(value)
         value = (value // _sequence_step(value, unit) + 1) * _sequence_step(value, unit)
     return [*rungs, top]
-
-
-SMALL_SEQUENCE = 16  # below this many positions a sequence's rungs are ROW_TILE apart
 
 
 def _sequence_step(value: int, unit: int) -> int:
