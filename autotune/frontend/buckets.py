@@ -114,10 +114,12 @@ def ladder(dim: DimRange, pad_safe: bool, leading: bool = True, unit: int = ROW_
     if leading:
         return _batch_rungs(dim)
     top = -(-dim.high // unit) * unit
-    rungs, value = [], -(-dim.low // _sequence_step(dim.low, unit)) * _sequence_step(dim.low, unit)
+    step = _sequence_step(dim.low, unit)
+    rungs, value = [], -(-dim.low // step) * step
     while value < top:
         rungs.append(value)
-        value = (value // _sequence_step(value, unit) + 1) * _sequence_step(value, unit)
+        step = _sequence_step(value, unit)
+        value = (value // step + 1) * step
     return [*rungs, top]
 
 

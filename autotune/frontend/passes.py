@@ -51,10 +51,12 @@ def unbroadcast_constants():
 
     def _unbroadcast(constant, other):
         """The slice ``constant`` repeats, where it broadcasts to ``other``'s shape; else None."""
-        if not is_constant(constant) or constant.value.numpy().size < MIN_SHRUNK_ELEMENTS:
+        if not is_constant(constant):
+            return None
+        array = constant.value.numpy()
+        if array.size < MIN_SHRUNK_ELEMENTS:
             return None
         shape = getattr(other.ty, "shape", None)
-        array = constant.value.numpy()
         try:
             other_shape = tuple(int(d) for d in shape)
             if np.broadcast_shapes(other_shape, array.shape) != other_shape:
