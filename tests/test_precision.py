@@ -207,6 +207,30 @@ def test_every_dot_product_task_gets_its_instruction_schedule_at_any_batch(tiny_
         assert quantize and all(heuristic_schedules(t.mod, prepared.target) for t in quantize)
 
 
+@needs_bf16
+def test_bf16_attention_multiplies_on_vdpbf16ps_with_k_and_v_packed_by_their_projections(tiny_encoder):
+    """Both attention products run on the instruction where the keys fill whole vectors; K and V are
+    rounded and packed by the projections computing them (no task of their own); a length that does
+    not fill them keeps fp32 attention, and its tasks still get schedules."""
+    from autotune.frontend.attention import FUNCTION_NAME, KEY_FUNCTION_NAME, VALUE_FUNCTION_NAME
+    from autotune.jobs.prepare import prepare
+    from autotune.schedules.heuristics import heuristic_schedules
+
+    prepared = prepare(tiny_encoder, {"input_ids": (2, 16)}, "host", "full", "bf16")
+    names = [t.name for t in prepared.tasks]
+    assert any(n.startswith(KEY_FUNCTION_NAME) for n in names) and any(n.startswith(VALUE_FUNCTION_NAME) for n in names)
+    assert not [n for n in names if bf16.PACKED_PAIRS in n or "transpose" in n], names
+    attention = next(t for t in prepared.tasks if t.name.startswith(FUNCTION_NAME))
+    assert bf16.has_activations_block(attention.mod)
+    schedules = heuristic_schedules(attention.mod, prepared.target)
+    assert schedules and all(str(s.trace).count(bf16.INTRINSIC) == 2 for s in schedules)
+
+    odd = prepare(tiny_encoder, {"input_ids": (1, 13)}, "host", "full", "bf16")
+    attention = next(t for t in odd.tasks if t.name.startswith(FUNCTION_NAME))
+    assert not bf16.has_activations_block(attention.mod)
+    assert heuristic_schedules(attention.mod, odd.target)
+
+
 @needs_vnni
 def test_tasks_lists_the_int8_kernels_a_tune_would_search(tiny_encoder, capsys):
     assert main(["tasks", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", "int8", "--json"]) == 0

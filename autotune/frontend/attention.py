@@ -15,6 +15,11 @@ left operand of a second ``matmul``. The reshapes, transposes and scalar scales 
 transposes of the output, are pulled in. K's stay outside, so K is transposed once per block rather
 than once per query row: they join the projection that computes K instead (its matmul and bias
 add), so the projection writes K already transposed per head and no transpose task is left.
+
+With ``--precision bf16`` both products are ``vdpbf16ps`` kernels (``frontend.precision``): Q and the
+probabilities are rounded to bf16 within the block (a rounding is followed like a layout op), K and V
+are rounded and packed in pairs (``bf16.packed_pairs``) by the projections computing them, so V's
+projection joins its layout chain as K's does.
 """
 
 from __future__ import annotations
@@ -30,21 +35,35 @@ ELEMENTWISE = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax
 LAYOUT = frozenset({"relax.reshape", "relax.permute_dims"})
 FUNCTION_NAME = "fused_attention"
 KEY_FUNCTION_NAME = "fused_key_projection"
+VALUE_FUNCTION_NAME = "fused_value_projection"
 
 
 def _computes(value, op_name: str, kernel: str) -> bool:
     """Whether ``value`` calls the Relax operator ``op_name`` or the PrimFunc an earlier pass made of
     it (``FastMathTransform``'s ``fast_softmax``, ``tasks.isnan_as_bit_test``'s ``isnan``)."""
+    return _op(value) == op_name or _calls(value, kernel)
+
+
+def _calls(value, kernel: str) -> bool:
+    """Whether ``value`` is a ``call_tir`` of a PrimFunc named ``kernel`` (or a numbered copy of it)."""
     from tvm import relax
 
-    if _op(value) == op_name:
-        return True
     return _op(value) == "relax.call_tir" and isinstance(value.args[0], relax.GlobalVar) \
         and value.args[0].name_hint.startswith(kernel)
 
 
 def _first_input(value):
     return value.args[1].fields[0] if _op(value) == "relax.call_tir" else value.args[0]
+
+
+def _is_product(value) -> bool:
+    """Whether ``value`` multiplies two activations: a matmul, or bf16's kernel of one."""
+    return _computes(value, "relax.matmul", bf16.ACTIVATIONS_KERNEL)
+
+
+def _operands(value) -> list:
+    """The operands of a call (a Relax operator's arguments, a ``call_tir``'s inputs)."""
+    return list(value.args[1].fields) if _op(value) == "relax.call_tir" else list(value.args)
 
 
 def _substitute(expr, mapping: dict):
@@ -128,11 +147,11 @@ def _scores_chain(block: _Block, var, group: list):
     from tvm import relax
 
     while True:
-        binding = block.call(var, ELEMENTWISE | {"relax.matmul"})
-        if binding is None:
+        binding = block.call(var, ELEMENTWISE | {"relax.matmul", "relax.call_tir"})
+        if binding is None or (_op(binding.value) == "relax.call_tir" and not _is_product(binding.value)):
             return None
         group.append(binding)
-        if _op(binding.value) == "relax.matmul":
+        if _is_product(binding.value):
             return binding
         same = [a for a in binding.value.args if isinstance(a, relax.Var) and _shape(a) == _shape(var)]
         if len(same) != 1:
@@ -141,16 +160,19 @@ def _scores_chain(block: _Block, var, group: list):
 
 
 def _operand_chain(block: _Block, var, group: list):
-    """Pull in the single-use reshapes, transposes and scalar scales that produce ``var``; the
-    expression the chain starts from."""
+    """Pull in the single-use reshapes, transposes, scalar scales and roundings to bf16 that produce
+    ``var``; the expression the chain starts from."""
     from tvm import relax
 
     while isinstance(var, relax.Var):
-        binding = block.call(var, LAYOUT | {"relax.multiply", "relax.divide"})
-        if binding is None:
+        binding = block.call(var, LAYOUT | {"relax.multiply", "relax.divide", "relax.call_tir"})
+        if binding is None or (_op(binding.value) == "relax.call_tir"
+                               and not _calls(binding.value, bf16.BITS)):
             return var
         args = binding.value.args
-        if _op(binding.value) in LAYOUT:
+        if _op(binding.value) == "relax.call_tir":
+            var = _first_input(binding.value)
+        elif _op(binding.value) in LAYOUT:
             var = args[0]
         elif _is_scalar_const(args[1]):
             var = args[0]
@@ -162,11 +184,26 @@ def _operand_chain(block: _Block, var, group: list):
     return var
 
 
+def _left_product(block: _Block, var, group: list):
+    """The product whose left operand is ``var`` (its only use), through a rounding to bf16 (pulled
+    into ``group``); None if ``var`` has another use."""
+    users = block.users.get(var, [])
+    if len(users) != 1 or block.uses[var] != 1:
+        return None
+    user = users[0]
+    if _calls(user.value, bf16.BITS):
+        product = _left_product(block, user.var, group)
+        if product is not None:
+            group.append(user)
+        return product
+    return user if _is_product(user.value) and _operands(user.value)[0].same_as(var) else None
+
+
 def _probabilities_user(block: _Block, prob, group: list):
-    """The matmul taking softmax's output, through an optional ``where(isnan(p), c, p)`` guard."""
+    """The product taking softmax's output, through an optional ``where(isnan(p), c, p)`` guard."""
     users = block.users.get(prob, [])
-    if len(users) == 1 and _op(users[0].value) == "relax.matmul" and users[0].value.args[0].same_as(prob):
-        return users[0]
+    if len(users) == 1:
+        return _left_product(block, prob, group)
     guards = sorted(users, key=lambda u: not _computes(u.value, "relax.isnan", "isnan"))
     if len(users) != 2 or not _computes(guards[0].value, "relax.isnan", "isnan") \
             or _op(guards[1].value) != "relax.where":
@@ -175,12 +212,10 @@ def _probabilities_user(block: _Block, prob, group: list):
     if block.uses[isnan.var] != 1 or not where.value.args[0].same_as(isnan.var) \
             or not where.value.args[2].same_as(prob) or block.uses[prob] != 2:
         return None
-    after = block.users.get(where.var, [])
-    if len(after) != 1 or _op(after[0].value) != "relax.matmul" \
-            or not after[0].value.args[0].same_as(where.var):
-        return None
-    group.extend([isnan, where])
-    return after[0]
+    product = _left_product(block, where.var, group)
+    if product is not None:
+        group.extend([isnan, where])
+    return product
 
 
 def _output_chain(block: _Block, var, group: list):
@@ -196,11 +231,21 @@ def _output_chain(block: _Block, var, group: list):
     return last
 
 
-def _key_projection(block: _Block, key) -> tuple[list, object] | None:
-    """K's layout chain with the matmul (and bias add) computing it, and its last binding; None
-    when K is not laid out by single-use ops after a single-use projection."""
+def _packing(block: _Block, operand):
+    """The single-use binding packing ``operand`` for bf16's kernel (``bf16.packed_pairs``), or None."""
+    packing = block.call(operand, {"relax.call_tir"})
+    return packing if packing is not None and _calls(packing.value, bf16.PACKED_PAIRS) else None
+
+
+def _projection_group(block: _Block, operand) -> tuple[list, object] | None:
+    """An operand's layout chain (and its packing for bf16's kernel) with the matmul (and bias add)
+    computing it, and its last binding; None when the operand is not laid out by single-use ops after
+    a single-use projection."""
     chain: list = []
-    projected = _operand_chain(block, key, chain)
+    packing = _packing(block, operand)
+    if packing is not None:
+        chain.append(packing)
+    projected = _operand_chain(block, _first_input(packing.value) if chain else operand, chain)
     if not any(_op(b.value) in LAYOUT for b in chain):
         return None
     bias = block.call(projected, {"relax.add"})
@@ -208,7 +253,7 @@ def _key_projection(block: _Block, key) -> tuple[list, object] | None:
     products = [found for a in operands if (found := _product(block, a)) is not None]
     if len(products) != 1:
         return None
-    return [*products[0], *([bias] if bias is not None else []), *chain], block.producer[key]
+    return [*products[0], *([bias] if bias is not None else []), *chain], block.producer[operand]
 
 
 def _product(block: _Block, var) -> list | None:
@@ -219,15 +264,16 @@ def _product(block: _Block, var) -> list | None:
         return None
     if _computes(found.value, "relax.matmul", bf16.KERNEL):
         return [found]
-    if not _computes(found.value, "relax.call_tir", int8.DEQUANTIZED):
+    if not _calls(found.value, int8.DEQUANTIZED):
         return None
     dot = block.call(_first_input(found.value), {"relax.call_tir"})
-    return [dot, found] if dot is not None and _computes(dot.value, "relax.call_tir", int8.KERNEL) else None
+    return [dot, found] if dot is not None and _calls(dot.value, int8.KERNEL) else None
 
 
-def _match(block: _Block, softmax) -> tuple[list, object, tuple | None] | None:
-    """The bindings of the attention block around ``softmax``, its last binding and its key
-    projection group (``_key_projection``), or None."""
+def _match(block: _Block, softmax) -> tuple[list, object, list] | None:
+    """The bindings of the attention block around ``softmax``, its last binding and the projection
+    groups (``_projection_group``) of its K and (where bf16's kernel packs it) V, each with its
+    function's name; or None."""
     if len(_shape(softmax.var) or ()) < 3:
         return None
     group = [softmax]
@@ -236,10 +282,14 @@ def _match(block: _Block, softmax) -> tuple[list, object, tuple | None] | None:
     if scores is None or output is None:
         return None
     group.append(output)
-    _operand_chain(block, scores.value.args[0], group)
-    _operand_chain(block, output.value.args[1], group)
+    _operand_chain(block, _operands(scores.value)[0], group)
+    value = _operands(output.value)[1]
+    _operand_chain(block, value, group)  # V laid out in place; packed for bf16 by its projection, once
     last = _output_chain(block, output.var, group)
-    return group, last, _key_projection(block, scores.value.args[1])
+    projections = [(_projection_group(block, _operands(scores.value)[1]), KEY_FUNCTION_NAME)]
+    if _packing(block, value) is not None:
+        projections.append((_projection_group(block, value), VALUE_FUNCTION_NAME))
+    return group, last, [(*found, name) for found, name in projections if found is not None]
 
 
 def _grouped_function(group: list, last, name: str):
@@ -266,7 +316,7 @@ def _grouped_function(group: list, last, name: str):
 
 
 def _find_groups(func) -> list[tuple[list, object, str]]:
-    """Every attention block of ``func`` and its key projection, each within one binding block:
+    """Every attention block of ``func`` and its key (and value) projection, each within one binding block:
     (bindings in binding order, last binding, function name)."""
     block = _Block.of(func)
     block_of = {b.var: i for i, blk in enumerate(func.body.blocks) for b in blk.bindings}
@@ -285,8 +335,9 @@ def _find_groups(func) -> list[tuple[list, object, str]]:
         if not _computes(binding.value, "relax.nn.softmax", "fast_softmax"):
             continue
         found = _match(block, binding)
-        if found and take(found[0], found[1], FUNCTION_NAME) and found[2]:
-            take(*found[2], KEY_FUNCTION_NAME)
+        if found and take(found[0], found[1], FUNCTION_NAME):
+            for projection in found[2]:
+                take(*projection)
     return groups
 
 

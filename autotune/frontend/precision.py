@@ -84,6 +84,8 @@ def projections_to(precision: str, target):
             call = super().visit_call_(call)
             if call.op.same_as(take) and _fp32_constant(call.args[0]):
                 return self._widened_rows(call)
+            if precision == "bf16" and call.op.same_as(matmul) and _activations_product(call):
+                return self._bf16_activations(*call.args)
             if not (call.op.same_as(matmul) and _projection(call, kernel.packable)):
                 return call
             x, weight = call.args
@@ -91,10 +93,20 @@ def projections_to(precision: str, target):
                 return self._bf16(x, weight)
             return self._int8(x, weight)
 
-        def _bf16(self, x, weight):
+        def _bf16_bits(self, x):
             if x not in self.activations:
                 self.activations[x] = self.builder_.emit(
-                    self.builder_.call_te(bf16.rounded_bits, x, primfunc_name_hint="bf16_bits"))
+                    self.builder_.call_te(bf16.rounded_bits, x, primfunc_name_hint=bf16.BITS))
+            return self.activations[x]
+
+        def _bf16_activations(self, x, y):
+            packed = self.builder_.emit(self.builder_.call_te(
+                lambda y: bf16.packed_pairs(bf16.rounded_bits(y)), y, primfunc_name_hint=bf16.PACKED_PAIRS))
+            return self.builder_.call_te(bf16.activations_compute, self._bf16_bits(x), packed,
+                                         primfunc_name_hint=bf16.ACTIVATIONS_KERNEL)
+
+        def _bf16(self, x, weight):
+            self._bf16_bits(x)
             if weight not in self.weights:
                 self.weights[weight] = relax.const(bf16.packed_weight(weight.value.numpy()))
             return self.builder_.call_te(bf16.matmul_compute, self.activations[x], self.weights[weight],
@@ -136,6 +148,27 @@ def projections_to(precision: str, target):
 
 def _fp32_constant(expr) -> bool:
     return is_constant(expr) and str(expr.ty.dtype) == "float32"
+
+
+def _static_shape(expr) -> tuple[int, ...] | None:
+    from tvm import tirx
+
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tirx.IntImm) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def _activations_product(call) -> bool:
+    """Whether ``call`` multiplies two fp32 activations of static shapes that bf16's kernel tiles
+    (attention's scores and its product with V)."""
+    from ..schedules import bf16
+
+    x, y = call.args
+    if is_constant(x) or is_constant(y) or any(str(getattr(a.ty, "dtype", "")) != "float32" for a in (x, y)):
+        return False
+    x_shape, y_shape = _static_shape(x), _static_shape(y)
+    return x_shape is not None and y_shape is not None and bf16.activations_packable(x_shape, y_shape)
 
 
 def _projection(call, packable) -> bool:

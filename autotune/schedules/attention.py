@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from .loops import (loop_extent, inline_single_use, is_reduction, lanes_innermost, largest_divisor, split_lanes_out,
-                    vector_lanes, vectorize_inner)
+from . import bf16
+from .loops import (loop_extent, inline_single_use, is_reduction, lanes_innermost, largest_divisor, reduction_axes,
+                    split_lanes_out, vector_lanes, vectorize_inner)
 from .matmul import column_tile
 
 ATTENTION_ROWS = 4  # query rows per attention step where vectors are narrower than AVX-512's
 ATTENTION_ROWS_AVX512 = 2  # with AVX-512's 16 lanes: measured faster than 4 at every shape tried
+DOT_VECTORS = 8  # bf16 products: columns (keys) per tile, in vectors: 2 rows × 8 hide the instruction's
+# latency behind 16 independent accumulators
 
 
 def _is_matmul_like(sch, block) -> bool:
@@ -31,6 +34,21 @@ def _register_tile(sch, block, lanes: int) -> None:
     sch.unroll(rows)
     sch.vectorize(col_in)
     sch.decompose_reduction(block, k)
+
+
+def _dot_tile(sch, block, lanes: int) -> None:
+    """The (rows, cols, pairs, pair) loops of a row block's bf16 product as a tile of ``vdpbf16ps``
+    (``bf16.DOT``'s intrinsic) swept along the pairs: the rows × up to ``DOT_VECTORS`` vectors."""
+    rows, cols, pairs, within = sch.get_loops(block)[-4:]
+    vectors = largest_divisor(loop_extent(sch, cols) // lanes, DOT_VECTORS)
+    col_out, col_vectors, col_lanes = sch.split(cols, [None, vectors, lanes])
+    sch.reorder(col_out, pairs, rows, col_vectors, col_lanes, within)
+    init = sch.decompose_reduction(block, pairs)
+    sch.vectorize(sch.get_loops(init)[-1])
+    bf16.DOT.register()
+    sch.tensorize(col_lanes, bf16.DOT.intrinsic)
+    sch.unroll(rows)
+    sch.unroll(col_vectors)
 
 
 def attention(mod, target, parallel: bool):
@@ -60,10 +78,11 @@ def attention(mod, target, parallel: bool):
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     last = names.index(output)
-    *batch, rows, cols, reduction = sch.get_loops(blocks[last])
+    loops = sch.get_loops(blocks[last])
+    *batch, rows, cols = loops[:len(loops) - reduction_axes(sch, blocks[last])]
     rows_per_step = ATTENTION_ROWS_AVX512 if lanes >= 16 else ATTENTION_ROWS
     row_out, row_in = sch.split(rows, [None, largest_divisor(loop_extent(sch, rows), rows_per_step)])
-    sch.reorder(*batch, row_out, row_in, cols, reduction)
+    sch.reorder(*batch, row_out, row_in)
     row_block = sch.fuse(*batch, row_out)
     if parallel:
         sch.parallel(row_block)
@@ -71,7 +90,7 @@ def attention(mod, target, parallel: bool):
         sch.compute_at(block, row_block, preserve_unit_loops=True)
     for block, name in zip(blocks[:last + 1], names[:last + 1]):
         if name in (scores, output):
-            _register_tile(sch, block, lanes)
+            (_dot_tile if reduction_axes(sch, block) == 2 else _register_tile)(sch, block, lanes)
         elif name in partials:
             lanes_innermost(sch, block)
         elif not is_reduction(sch, block):

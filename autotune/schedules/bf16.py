@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dot import LANES, DotProduct, tiled
+from .dot import LANES, DotProduct, has_block, tiled
 
 BLOCK = "bf16_dot"
 KERNEL = "bf16_matmul"
+ACTIVATIONS_BLOCK = "bf16_activations_dot"  # attention's products: scheduled with their attention block
+ACTIVATIONS_KERNEL = "bf16_activations_matmul"
+BITS = "bf16_bits"  # the PrimFunc rounding an activation to bf16 bits
+PACKED_PAIRS = "bf16_packed_pairs"  # the PrimFunc rounding and packing a product's right operand
 INTRINSIC = "autotune_dot_16x2_bf16"
 PAIR = 2  # bf16 products per fp32 accumulator per instruction
 FEATURE = "avx512bf16"  # LLVM's name (/proc/cpuinfo: avx512_bf16)
@@ -107,6 +111,46 @@ def matmul_compute(x_bits, weight):
                       axis=[pair, within])
 
     return te.compute((*x_bits.shape[:-1], columns), dot, name=BLOCK)
+
+
+def packed_pairs(y_bits):
+    """TE: the right operand of a product of two activations, ``y_bits [..., K, N]`` (bf16 bits), as the
+    instruction reads it: ``[..., K / 2, N, 2]``."""
+    from tvm import te
+
+    *lead, k, n = y_bits.shape
+    return te.compute((*lead, k // PAIR, n, PAIR),
+                      lambda *index: y_bits[(*index[:-3], index[-3] * PAIR + index[-1], index[-2])],
+                      name="bf16_pairs")
+
+
+def activations_compute(x_bits, y_packed):
+    """TE: ``x_bits [..., M, K]`` times ``y_packed [..., K / 2, N, 2]`` (``packed_pairs``), the leading axes
+    alike, in fp32: attention's two products."""
+    from tvm import te
+
+    *_, pairs, columns, _ = y_packed.shape
+    pair = te.reduce_axis((0, pairs), name="pair")
+    within = te.reduce_axis((0, PAIR), name="within")
+
+    def dot(*index):
+        *lead, row, column = index
+        return te.sum(widened(x_bits[(*lead, row, pair * PAIR + within)])
+                      * widened(y_packed[(*lead, pair, column, within)]), axis=[pair, within])
+
+    return te.compute((*x_bits.shape[:-1], columns), dot, name=ACTIVATIONS_BLOCK)
+
+
+def activations_packable(x_shape, y_shape) -> bool:
+    """Whether a product of activations ``x [..., M, K]`` by ``y [..., K, N]`` (static shapes, the same
+    leading axes) fits the kernel: whole pairs of K, whole vectors of N."""
+    return len(x_shape) == len(y_shape) >= 3 and x_shape[:-2] == y_shape[:-2] \
+        and x_shape[-1] == y_shape[-2] and packable(y_shape[-2], y_shape[-1])
+
+
+def has_activations_block(mod) -> bool:
+    """Whether a task computes a product of activations on the kernel (``activations_compute``)."""
+    return has_block(mod, ACTIVATIONS_BLOCK)
 
 
 def bf16_matmul(mod, target, parallel: bool):

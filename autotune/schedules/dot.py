@@ -84,19 +84,28 @@ def _register(kind: DotProduct) -> None:
 
 def dot_block(sch, kind: DotProduct):
     """The schedule's dot-product block of ``kind``, or None (a task of another kernel)."""
+    return _block_named(sch, kind.block)
+
+
+def _block_named(sch, name: str):
     from tvm.s_tir.schedule import ScheduleError
 
     try:
-        return sch.get_sblock(kind.block)
+        return sch.get_sblock(name)
     except ScheduleError:
         return None
 
 
-def has_dot_block(mod, kind: DotProduct) -> bool:
-    """Whether a task's module computes ``kind``'s dot-product block."""
+def has_block(mod, name: str) -> bool:
+    """Whether a task's module computes a block named ``name``."""
     from tvm import s_tir
 
-    return dot_block(s_tir.Schedule(mod), kind) is not None
+    return _block_named(s_tir.Schedule(mod), name) is not None
+
+
+def has_dot_block(mod, kind: DotProduct) -> bool:
+    """Whether a task's module computes ``kind``'s dot-product block."""
+    return has_block(mod, kind.block)
 
 
 def tiled(mod, target, parallel: bool, kind: DotProduct):

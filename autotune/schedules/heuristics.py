@@ -85,10 +85,17 @@ def _variants(mod, target) -> dict[bool, object]:
             except Exception:  # noqa: BLE001 - a rule that does not fit this task gives nothing
                 sch = None
             if sch is not None:
-                found[parallel] = sch if rule in PACKED_BY_THE_GRAPH else _prepack_weights(sch)
+                found[parallel] = sch if _packed_by_the_graph(rule, mod) else _prepack_weights(sch)
         if found:
             return found
     return {}
+
+
+def _packed_by_the_graph(rule, mod) -> bool:
+    """Whether ``rule``'s schedule of ``mod`` reads operands the graph pass packed: a dot-product
+    projection's weight, or K and V of an attention whose products are bf16's (``frontend.precision``).
+    No layout rewrite then (nor could one follow: TVM 0.27 cannot copy a schedule once tensorized)."""
+    return rule in PACKED_BY_THE_GRAPH or (rule is attention and bf16.has_activations_block(mod))
 
 
 def heuristic_schedules(mod, target) -> list:
