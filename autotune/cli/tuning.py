@@ -9,7 +9,10 @@ from .args import (add_model, add_output_options, add_precision, add_target, dur
 
 
 def print_progress(event: dict) -> None:
-    """One stderr line per search round, or per step of the finalists' re-timing."""
+    """One stderr line per search round, per step of the finalists' re-timing, or per compile stage."""
+    if "stage" in event:
+        print(f"[{event['seconds']:6.1f}s] {event['stage']}", file=sys.stderr, flush=True)
+        return
     if "part" in event:
         print(f"part {event['part']}: {event['share']:.0%} of the budget", file=sys.stderr, flush=True)
         return
@@ -160,7 +163,7 @@ def run_compile(args):
                              args.min_sentence_cosine)
     if args.task == "seq2seq":
         return _compile_seq2seq(args, given, options)
-    summary = compile(args.model, args.output, options)
+    summary = compile(args.model, args.output, options, None if args.quiet else print_progress)
     if not args.json:
         valid = summary.validation
         print(f"wrote {summary.artifact} (sha256 {summary.sha256[:16]}…), "

@@ -16,7 +16,8 @@ def precision_pass(precision: str, target):
     fp16: TVM's ``ToMixedPrecision`` (matmuls in fp16 accumulating in fp32, the ops it deems safe
     in fp16, the rest in fp32). bf16 and int8: every projection (a matmul by a constant weight)
     becomes the ``vdpbf16ps`` kernel of ``schedules.bf16`` or the ``vpdpbusd`` kernel of
-    ``schedules.int8`` (``projections_to``); the rest stays fp32.
+    ``schedules.int8`` (``projections_to``), and with bf16 attention's products too; the rest stays
+    fp32.
     """
     import tvm
     from tvm import relax
@@ -56,7 +57,10 @@ def projections_to(precision: str, target):
     * int8: ``x`` quantized per row to u8 at run time, ``W`` per column to s8 packed ``[K/4, N, 4]``,
       int32 accumulation, dequantized in the kernel's epilogue (``schedules.int8``).
 
-    Matmuls of two activations (attention's) and weights the kernel cannot tile stay fp32. Constant
+    With bf16, a product of two activations (attention's scores and its product with V) of static
+    shapes the kernel tiles is computed on it too: both operands rounded, the right one packed in
+    pairs (``bf16.packed_pairs``). With int8 such products stay fp32, as do weights the kernel
+    cannot tile. Constant
     tables read by ``take`` (embeddings) are stored in int8 with a scale per row (int8) or in bf16
     (a few bit operations, no bf16 instruction) and widened after the read: the artifact keeps every
     weight in half the bytes (bf16) or a quarter (int8).

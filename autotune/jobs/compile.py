@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,15 +60,18 @@ class CompileResult(Result):
     records_passed_over: int = 0  # a range artifact's: records whose weight layout would store a weight twice
 
 
-def compile(model: str | Path, output: str | Path, options: CompileOptions = CompileOptions()  # noqa: A001
-            ) -> CompileResult:
+def compile(model: str | Path, output: str | Path, options: CompileOptions = CompileOptions(),  # noqa: A001
+            on_event: Callable[[dict], None] | None = None) -> CompileResult:
     """Build the model with the database's chosen records, validate it, and only then put it at
-    ``output`` (+ manifest); a failed validation leaves what was at ``output`` untouched."""
+    ``output`` (+ manifest); a failed validation leaves what was at ``output`` untouched.
+    ``on_event`` gets ``{"stage": text, "seconds": since the start}`` as each stage begins."""
     from ..deploy import export
     from ..deploy.build import build_tuned
     from ..frontend.inputs import inputs_from_file
     from ..store.metaschedule import SqlDatabase
 
+    stage = _stage_reporter(on_event)
+    stage("importing the model and applying the graph passes")
     prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision)
     given = inputs_from_file(options.inputs, prepared.model.inputs) if options.inputs is not None else None
     store = Store(options.db)
@@ -81,6 +85,8 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
         passed_over = _weights_in_other_layouts(chosen, prepared.target, database)
         database = database.with_selection(replace(selection, passed_over=passed_over))
         used = [row for row in used if row.workload_id not in passed_over]
+    buckets = f", {len(prepared.model.plan.buckets())} shape buckets" if prepared.model.plan is not None else ""
+    stage(f"building {len(prepared.tasks)} tasks ({len(used)} from tuning records{buckets})")
     executable = build_tuned(prepared.fused, prepared.target, database)
     built_from = export.BuildProvenance(
         record_ids=sorted(r.id for r in used), job_ids=sorted({r.job_id for r in used if r.job_id is not None}),
@@ -90,7 +96,10 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     staged = export.stage(executable, so_path, prepared.model, prepared.target, built_from)
     try:
         if prepared.model.plan is not None and options.validate:  # runs here: time its buckets
+            stage("timing the buckets to route each shape to the fastest that covers it")
             _route_to_faster_buckets(staged, prepared)
+        if options.validate:
+            stage("validating against ONNX Runtime")
         validation = _validate(staged, prepared, options, given) if options.validate else None
         staged.commit()
     finally:
@@ -102,6 +111,17 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
                          sha256=manifest.sha256, **built_from.as_dict(),
                          validation=validation.as_dict() if validation else None,
                          records_passed_over=len(passed_over))
+
+
+def _stage_reporter(on_event: Callable[[dict], None] | None) -> Callable[[str], None]:
+    """A function reporting a stage's start to ``on_event`` (nothing without one)."""
+    started = time.monotonic()
+
+    def stage(text: str) -> None:
+        if on_event is not None:
+            on_event({"stage": text, "seconds": time.monotonic() - started})
+
+    return stage
 
 
 def _weights_in_other_layouts(chosen: list, target, database) -> frozenset[int]:
