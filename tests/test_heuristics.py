@@ -323,3 +323,39 @@ def test_a_six_row_tile_of_four_vectors_is_exact_on_a_row_remainder():
     inputs = [rng.standard_normal(s).astype(d) for s, d in ins]
     np.testing.assert_allclose(_run(default_schedule(mod, target).mod, target, inputs, shape, dtype),
                                _run(mod, target, inputs, shape, dtype), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scratch_bytes, on_stack", [(1024, True), (64 * 1024, False)])
+def test_a_parallel_loops_scratch_buffer_stays_on_the_stack_up_to_its_limit(scratch_bytes, on_stack):
+    """TVM gives a scratch buffer of 1 KB or more a workspace call and a free per parallel iteration;
+    the CPU pipeline keeps those up to ``scratch.MAX_BYTES`` on the stack, and the results are the
+    same bits."""
+    import tvm
+    from tvm import s_tir, te
+
+    from autotune.backends import backend_for
+    from autotune.backends.scratch import MAX_BYTES
+
+    width = scratch_bytes // 4
+    a = te.placeholder((8, width), name="a")
+    doubled = te.compute((8, width), lambda i, j: a[i, j] * 2.0, name="doubled")
+    reversed_ = te.compute((8, width), lambda i, j: doubled[i, width - 1 - j], name="reversed")
+    sch = s_tir.Schedule(te.create_prim_func([a, reversed_]))
+    row, _ = sch.get_loops(sch.get_sblock("reversed"))
+    sch.parallel(row)
+    sch.compute_at(sch.get_sblock("doubled"), row)
+    target = tvm.target.Target("llvm")
+    backend = backend_for(target)
+    values = np.random.default_rng(0).standard_normal((8, width)).astype("float32")
+    results = {}
+    for pipeline in ("default", backend.tir_pipeline()):
+        built = tvm.tirx.build(sch.mod, target=target, pipeline=pipeline)
+        workspace_calls = built.inspect_source("ll").count("load ptr, ptr @__TVMBackendAllocWorkspace")
+        out = tvm.runtime.tensor(np.zeros_like(values))
+        built(tvm.runtime.tensor(values), out)
+        results[pipeline] = (workspace_calls, out.numpy())
+    (default_calls, expected), (calls, got) = results.values()
+    assert default_calls == 1 and calls == (0 if on_stack else 1)
+    assert on_stack == (scratch_bytes <= MAX_BYTES)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, 2 * values[:, ::-1])

@@ -65,6 +65,10 @@ class Backend(ABC):
         """A context to generate code for ``target`` in."""
         return contextlib.nullcontext()
 
+    def tir_pipeline(self) -> str:
+        """The name of the TIR pipeline kernels are lowered with (``tvm.tirx.build``'s ``pipeline``)."""
+        return "default"
+
     def export_options(self, target) -> dict:
         """Extra ``export_library`` keywords."""
         return {}

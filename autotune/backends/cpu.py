@@ -44,6 +44,12 @@ class CpuBackend(Backend):
                 relax.transform.FoldConstant(), tuple_items_forwarded(),
                 relax.transform.DeadCodeElimination()]
 
+    def tir_pipeline(self) -> str:
+        """TVM's default, with small scratch buffers kept on the stack (``scratch``)."""
+        from .scratch import register_pipeline
+
+        return register_pipeline()
+
     def candidate_passes(self) -> list:
         from ..schedules.prefetch import prefetch_pass
 

@@ -23,7 +23,8 @@ def build_tuned(fused_mod, target, database):
                                                     *backend.weight_packing_passes(),
                                                     *pipeline.dataflow_lower_passes(target),
                                                     *pipeline.finalize_passes(target)])
-        return relax.build(fused_mod, target=target, relax_pipeline=apply_and_lower)
+        return relax.build(fused_mod, target=target, relax_pipeline=apply_and_lower,
+                           tir_pipeline=backend.tir_pipeline())
 
 
 def build_untuned(relax_mod, target):

@@ -39,7 +39,7 @@ def build(mod_json: str, target_json: str) -> str:
     backend = backend_for(target)
     mod = tvm.transform.Sequential(backend.candidate_passes())(tvm.ir.load_json(mod_json))
     with backend.codegen(target):
-        runtime_mod = tvm.tirx.build(mod, target=target)
+        runtime_mod = tvm.tirx.build(mod, target=target, pipeline=backend.tir_pipeline())
     path = os.path.join(tempfile.mkdtemp(prefix="autotune-build-"), "candidate." + tar.output_format)
     runtime_mod.export_library(path, fcompile=tar, **backend.export_options(target))
     return path
