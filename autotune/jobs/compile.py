@@ -70,8 +70,8 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
     from ..frontend.inputs import inputs_from_file
     from ..store.metaschedule import SqlDatabase
 
+    # stages are reported once the model and inputs pass their checks: a refused call writes one line
     stage = _stage_reporter(on_event)
-    stage("importing the model and applying the graph passes")
     prepared = prepare(model, options.shapes, options.target, options.fusion, options.precision)
     given = inputs_from_file(options.inputs, prepared.model.inputs) if options.inputs is not None else None
     store = Store(options.db)
@@ -86,7 +86,7 @@ def compile(model: str | Path, output: str | Path, options: CompileOptions = Com
         database = database.with_selection(replace(selection, passed_over=passed_over))
         used = [row for row in used if row.workload_id not in passed_over]
     buckets = f", {len(prepared.model.plan.buckets())} shape buckets" if prepared.model.plan is not None else ""
-    stage(f"building {len(prepared.tasks)} tasks ({len(used)} from tuning records{buckets})")
+    stage(f"imported; building {len(prepared.tasks)} tasks ({len(used)} from tuning records{buckets})")
     executable = build_tuned(prepared.fused, prepared.target, database)
     built_from = export.BuildProvenance(
         record_ids=sorted(r.id for r in used), job_ids=sorted({r.job_id for r in used if r.job_id is not None}),
