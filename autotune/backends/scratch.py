@@ -12,6 +12,8 @@ workspace. ``PIPELINE`` is TVM's default TIR pipeline with that pass before its 
 
 from __future__ import annotations
 
+import math
+
 PIPELINE = "autotune_cpu"
 MAX_BYTES = 16 * 1024  # one buffer: a few attention rows' scores, a register tile's spill
 BUDGET_BYTES = 64 * 1024  # all marked buffers of one function: far below a worker thread's stack
@@ -91,7 +93,4 @@ def _constant_bytes(buffer) -> int | None:
 
     if not all(isinstance(extent, tirx.IntImm) for extent in buffer.shape):
         return None
-    elements = 1
-    for extent in buffer.shape:
-        elements *= int(extent)
-    return elements * buffer.dtype.bits * buffer.dtype.lanes // 8
+    return math.prod(int(extent) for extent in buffer.shape) * buffer.dtype.bits * buffer.dtype.lanes // 8

@@ -52,18 +52,18 @@ def _calls(value, kernel: str) -> bool:
         and value.args[0].name_hint.startswith(kernel)
 
 
+def _operands(value) -> list:
+    """The operands of a call (a Relax operator's arguments, a ``call_tir``'s inputs)."""
+    return list(value.args[1].fields) if _op(value) == "relax.call_tir" else list(value.args)
+
+
 def _first_input(value):
-    return value.args[1].fields[0] if _op(value) == "relax.call_tir" else value.args[0]
+    return _operands(value)[0]
 
 
 def _is_product(value) -> bool:
     """Whether ``value`` multiplies two activations: a matmul, or bf16's kernel of one."""
     return _computes(value, "relax.matmul", bf16.ACTIVATIONS_KERNEL)
-
-
-def _operands(value) -> list:
-    """The operands of a call (a Relax operator's arguments, a ``call_tir``'s inputs)."""
-    return list(value.args[1].fields) if _op(value) == "relax.call_tir" else list(value.args)
 
 
 def _substitute(expr, mapping: dict):

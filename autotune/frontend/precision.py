@@ -110,10 +110,9 @@ def projections_to(precision: str, target):
                                          primfunc_name_hint=bf16.ACTIVATIONS_KERNEL)
 
         def _bf16(self, x, weight):
-            self._bf16_bits(x)
             if weight not in self.weights:
                 self.weights[weight] = relax.const(bf16.packed_weight(weight.value.numpy()))
-            return self.builder_.call_te(bf16.matmul_compute, self.activations[x], self.weights[weight],
+            return self.builder_.call_te(bf16.matmul_compute, self._bf16_bits(x), self.weights[weight],
                                          primfunc_name_hint=bf16.KERNEL)
 
         def _int8(self, x, weight):
