@@ -90,9 +90,11 @@ def test_bf16_bits_round_to_nearest_even():
     values = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, -2.5, np.inf, np.nan], np.float32)
     assert bf16.bf16_values(bf16.bf16_bits(values))[:5].tolist() == [1.0, 1.0, 1.0 + 2 ** -6, -2.5, np.inf]
     assert np.isnan(bf16.bf16_values(bf16.bf16_bits(values))[5])
-    weight = np.arange(8 * 32, dtype=np.float32).reshape(8, 32)
-    packed = bf16.packed_weight(weight)
-    assert packed.shape == (4, 32, 2) and bf16.bf16_values(packed[1, 3]).tolist() == [2 * 32 + 3, 3 * 32 + 3]
+    weight = np.arange(8 * 64, dtype=np.float32).reshape(8, 64)  # small integers: exact in bf16
+    packed = bf16.packed_weight(weight)  # panel-major: [N / 32, K / 2, 32, 2]
+    assert packed.shape == (2, 4, 32, 2)
+    assert bf16.bf16_values(packed[1, 1, 3]).tolist() == [2 * 64 + 35, 3 * 64 + 35]
+    assert bf16.packed_weight(weight[:, :48]).shape == (3, 4, 16, 2)  # 48 columns: panels of one vector
 
 
 @pytest.mark.parametrize("precision, instruction", [("bf16", "AVX512-BF16"), ("int8", "AVX512-VNNI")])
@@ -245,10 +247,10 @@ def test_int8_quantization_round_trips_within_half_a_step():
     from tvm import te
 
     rng = np.random.default_rng(0)
-    weight = rng.standard_normal((64, 32)).astype(np.float32)
-    packed, scale, column_sums = int8.quantized_weight(weight)
-    values = packed.transpose(0, 2, 1).reshape(64, 32).astype(np.float32)
-    assert packed.shape == (16, 32, 4) and packed.dtype == np.int8 and np.abs(values).max() == 127
+    weight = rng.standard_normal((64, 48)).astype(np.float32)
+    packed, scale, column_sums = int8.quantized_weight(weight)  # 48 columns: panels of one vector
+    values = packed.transpose(1, 3, 0, 2).reshape(64, 48).astype(np.float32)  # [N/P, K/4, P, 4] -> [K, N]
+    assert packed.shape == (3, 16, 16, 4) and packed.dtype == np.int8 and np.abs(values).max() == 127
     assert np.all(np.abs(values * scale - weight) <= scale / 2 + 1e-7)
     assert np.array_equal(column_sums, values.sum(axis=0))
     x = te.placeholder((3, 5, 48), "float32", name="x")

@@ -12,15 +12,16 @@ IR in (``pragma_import_llvm``) and LLVM inlines it, so heuristic builds, searche
 artifacts all get ``vdpbf16ps`` with no extra object files.
 
 The kernel (``matmul_compute``): ``out[..., n] = sum_k x[..., k] * w[k, n]`` in fp32 from bf16
-operands, the weight packed as ``[K / 2, N, 2]``: one instruction takes a pair of ``x`` (broadcast) and
-16 columns × that pair of ``w`` (512 contiguous bits), and adds 16 fp32 dot products of two.
+operands, the weight packed panel-major as ``[N / P, K / 2, P, 2]`` (``dot.panel_major``): one
+instruction takes a pair of ``x`` (broadcast) and 16 columns × that pair of ``w`` (512 contiguous
+bits), and adds 16 fp32 dot products of two.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .dot import LANES, DotProduct, has_block, tiled
+from .dot import LANES, DotProduct, has_block, panel_major, panel_major_columns, panel_major_element, tiled
 
 BLOCK = "bf16_dot"
 KERNEL = "bf16_matmul"
@@ -59,9 +60,9 @@ def bf16_values(bits: np.ndarray) -> np.ndarray:
 
 
 def packed_weight(weight: np.ndarray) -> np.ndarray:
-    """A ``[K, N]`` fp32 weight as the kernel reads it: bf16 bits, ``[K / 2, N, 2]``."""
-    k, n = weight.shape
-    return bf16_bits(weight).reshape(k // 2, PAIR, n).transpose(0, 2, 1).copy()
+    """A ``[K, N]`` fp32 weight as the kernel reads it: bf16 bits, ``[N / P, K / 2, P, 2]``
+    (``dot.panel_major``)."""
+    return panel_major(bf16_bits(weight), PAIR)
 
 
 def packable(k: int, n: int) -> bool:
@@ -98,19 +99,19 @@ def rounded_bits(x):
 
 
 def matmul_compute(x_bits, weight):
-    """TE: ``x_bits [..., K]`` (bf16 bits) times ``weight [K / 2, N, 2]`` (``packed_weight``), in fp32."""
+    """TE: ``x_bits [..., K]`` (bf16 bits) times ``weight [N / P, K / 2, P, 2]`` (``packed_weight``), in
+    fp32."""
     from tvm import te
 
-    pairs, columns, _ = weight.shape
-    pair = te.reduce_axis((0, pairs), name="pair")
+    pair = te.reduce_axis((0, weight.shape[1]), name="pair")
     within = te.reduce_axis((0, PAIR), name="within")
 
     def dot(*index):
         *lead, column = index
-        return te.sum(widened(x_bits[(*lead, pair * PAIR + within)]) * widened(weight[pair, column, within]),
-                      axis=[pair, within])
+        return te.sum(widened(x_bits[(*lead, pair * PAIR + within)])
+                      * widened(panel_major_element(weight, pair, column, within)), axis=[pair, within])
 
-    return te.compute((*x_bits.shape[:-1], columns), dot, name=BLOCK)
+    return te.compute((*x_bits.shape[:-1], panel_major_columns(weight)), dot, name=BLOCK)
 
 
 def packed_pairs(y_bits):

@@ -2,11 +2,14 @@
 share once their compute and tensor intrinsic exist.
 
 Each such kernel is a reduction block named ``DotProduct.block`` computing ``out[..., n] = sum_k
-x[..., k] * w[k, n]`` with the weight packed ``[K / group, N, group]``: one instruction takes a group
-of ``x`` (broadcast) and 16 columns × that group of ``w`` (512 contiguous bits), and adds 16 dot
-products of ``group`` into 16 32-bit accumulators. This module holds their default schedule (a
-register tile swept down each column panel), the search's tiling rule around the intrinsic, and
-the postprocessor that keeps vector loops off it.
+x[..., k] * w[k, n]`` with the weight packed panel-major, ``[N / P, K / group, P, group]``
+(``panel_major``): one instruction takes a group of ``x`` (broadcast) and 16 columns × that group of
+``w`` (512 contiguous bits), and adds 16 dot products of ``group`` into 16 32-bit accumulators; a
+panel of ``P`` columns is one contiguous stream down K, so a register tile sweeping it reads whole
+cache lines in order (with ``[K / group, N, group]`` each step jumped a row of the whole weight: a
+page apart at N = 1536). This module holds the layout, the default schedule (a register tile swept
+down each column panel), the search's tiling rule around the intrinsic, and the postprocessor that
+keeps vector loops off it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 LANES = 16  # 32-bit accumulators per instruction (AVX-512)
 ROWS = 8  # register tile: 8 rows × 2 vectors = 16 accumulators, 2 weight loads, 8 broadcasts
 VECTORS_PER_TILE = 2
+
+
+def panel_columns(n: int) -> int:
+    """Columns per weight panel for ``n`` columns: a register tile's width where ``n`` holds whole
+    panels of it, else one vector (``n`` is a multiple of ``LANES``)."""
+    wide = LANES * VECTORS_PER_TILE
+    return wide if n % wide == 0 else LANES
+
+
+def panel_major(values: np.ndarray, group: int) -> np.ndarray:
+    """A ``[K, N]`` weight (already in the kernel's element type) as the kernel reads it:
+    ``[N / P, K / group, P, group]`` with ``P = panel_columns(N)``."""
+    k, n = values.shape
+    panel = panel_columns(n)
+    return values.reshape(k // group, group, n // panel, panel).transpose(2, 0, 3, 1).copy()
+
+
+def panel_major_columns(weight) -> int:
+    """The ``N`` of a panel-major weight (a TE tensor or an array)."""
+    panels, _, panel, _ = weight.shape
+    return panels * panel
+
+
+def panel_major_element(weight, step, column, within):
+    """TE: element ``[step * group + within, column]`` of the ``[K, N]`` weight that ``weight`` packs."""
+    panel = weight.shape[2]
+    return weight[column // panel, step, column % panel, within]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ A projection ``y = x @ W`` by a constant fp32 weight becomes three steps:
    its minimum and maximum (zero always representable), computed at run time (dynamic
    quantization), and ``q = clip(round(x / scale) + zero_point, 0, 255)`` as ``uint8``;
 2. ``matmul_compute``: ``acc = q @ Wq`` in int32, ``Wq`` the weight quantized per output column
-   (symmetric, [-127, 127]) and packed ``[K / 4, N, 4]``: one ``vpdpbusd`` takes four u8 of a row
+   (symmetric, [-127, 127]) and packed panel-major ``[N / P, K / 4, P, 4]`` (``dot.panel_major``): one ``vpdpbusd`` takes four u8 of a row
    (broadcast) and 16 columns × those four s8 of ``Wq`` (512 contiguous bits), and adds 16 dot
    products of four into int32 lanes (exact: no saturation);
 3. ``dequantized``: ``y = (acc - zero_point * column_sum(Wq)) * scale * weight_scale`` in fp32, the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dot import LANES, DotProduct, tiled
+from .dot import LANES, DotProduct, panel_major, panel_major_columns, panel_major_element, tiled
 
 BLOCK = "int8_dot"
 KERNEL = "int8_matmul"
@@ -52,7 +52,7 @@ def packable(k: int, n: int) -> bool:
 
 
 def quantized_weight(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A ``[K, N]`` fp32 weight as the kernel reads it: ``int8`` values packed ``[K / 4, N, 4]``, each
+    """A ``[K, N]`` fp32 weight as the kernel reads it: ``int8`` values packed ``[N / P, K / 4, P, 4]``, each
     column's fp32 scale ``[N]`` and ``column_sums`` of the int8 values."""
     values, scale = symmetric(weight, axis=0)
     return packed_values(values), scale, column_sums(values)
@@ -65,9 +65,8 @@ def column_sums(values: np.ndarray) -> np.ndarray:
 
 
 def packed_values(values: np.ndarray) -> np.ndarray:
-    """An int8 ``[K, N]`` weight as the kernel reads it: ``[K / 4, N, 4]``."""
-    k, n = values.shape
-    return values.reshape(k // QUAD, QUAD, n).transpose(0, 2, 1).copy()
+    """An int8 ``[K, N]`` weight as the kernel reads it: ``[N / P, K / 4, P, 4]`` (``dot.panel_major``)."""
+    return panel_major(values, QUAD)
 
 
 def quantized_table(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,19 +166,19 @@ def quantize_rows_schedule(mod, target, parallel: bool):
 
 
 def matmul_compute(q, weight):
-    """TE: ``q [..., K]`` (uint8) times ``weight [K / 4, N, 4]`` (int8, ``quantized_weight``) in int32."""
+    """TE: ``q [..., K]`` (uint8) times ``weight [N / P, K / 4, P, 4]`` (int8, ``quantized_weight``) in
+    int32."""
     from tvm import te
 
-    quads, columns, _ = weight.shape
-    quad = te.reduce_axis((0, quads), name="quad")
+    quad = te.reduce_axis((0, weight.shape[1]), name="quad")
     within = te.reduce_axis((0, QUAD), name="within")
 
     def dot(*index):
         *lead, column = index
         return te.sum(q[(*lead, quad * QUAD + within)].astype("int32")
-                      * weight[quad, column, within].astype("int32"), axis=[quad, within])
+                      * panel_major_element(weight, quad, column, within).astype("int32"), axis=[quad, within])
 
-    return te.compute((*q.shape[:-1], columns), dot, name=BLOCK)
+    return te.compute((*q.shape[:-1], panel_major_columns(weight)), dot, name=BLOCK)
 
 
 def zero_point_taken_out(acc, zero_point, column_sums):
