@@ -119,6 +119,37 @@ def isnan_as_bit_test():
     return mutator_pass(Rewriter, "autotune.IsnanAsBitTest")
 
 
+def softmax_by_reciprocal():
+    """A pass computing a float32 softmax over the last axis as ``exp(x - max) * (1 / sum)``, the
+    exponential in its fast form (``topi.fast_exp``, as ``FastMathTransform`` would): one division
+    per row instead of one per element (a vector division costs several multiplications' time, and
+    attention divides every score). The result is a ``fast_softmax`` PrimFunc, the name
+    ``FastMathTransform`` gives the softmax it rewrites, which ``attention`` matches."""
+    import tvm
+    from tvm import relax, te, topi
+
+    def softmax(x):
+        *rows, length = x.shape
+        key = te.reduce_axis((0, length), name="k")
+        largest = te.compute(rows, lambda *r: te.max(x[(*r, key)], axis=key), name="T_softmax_maxelem")
+        exp = topi.fast_exp(te.compute(x.shape, lambda *i: x(*i) - largest(*i[:-1]), name="T_softmax_delta"))
+        key = te.reduce_axis((0, length), name="k")
+        total = te.compute(rows, lambda *r: te.sum(exp[(*r, key)], axis=key), name="T_softmax_expsum")
+        return te.compute(x.shape, lambda *i: exp(*i) * (tvm.tirx.const(1.0, "float32") / total(*i[:-1])),
+                          name="T_softmax_norm")
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if _op(call) == "relax.nn.softmax" and call.args[0].ty.dtype == "float32" \
+                    and int(call.attrs.axis) in (-1, len(call.args[0].ty.shape) - 1):
+                return self.builder_.call_te(softmax, call.args[0], primfunc_name_hint="fast_softmax")
+            return call
+
+    return mutator_pass(Rewriter, "autotune.SoftmaxByReciprocal")
+
+
 def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     """Decompose for inference, legalize, fold constants and (``fusion="full"``) fuse operators.
 
@@ -131,7 +162,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     the target has it (``quantized``); ``precision`` (fp32, fp16, bf16, int8) is applied next
     (``precision``). Common
     subexpressions are computed once (exporters repeat the attention mask in every layer).
-    Small integer powers become products (``small_powers_as_products``). Erf, exp, tanh and
+    Small integer powers become products (``small_powers_as_products``); softmax multiplies by one
+    reciprocal per row (``softmax_by_reciprocal``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
     within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
     element and made GELU cost as much as its matmul. On CPU, tasks mark their constant arguments
@@ -156,7 +188,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
               precision_pass(precision, target),
               relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
-              small_powers_as_products(), relax.transform.FastMathTransform(), isnan_as_bit_test()]
+              small_powers_as_products(), softmax_by_reciprocal(), relax.transform.FastMathTransform(),
+              isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:
         passes.append(fuse_attention())
     passes += [*pipeline.library_dispatch_passes(target), *legalize]

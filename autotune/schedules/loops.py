@@ -109,6 +109,21 @@ def lanes_innermost(sch, partial) -> None:
     init = sch.decompose_reduction(partial, reduction)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(lane)
+    for row in rows:  # a row loop left to LLVM, innermost once it unrolls the rest, is vectorised
+        sch.unroll(row)  # across the rows: a gather per lane
+
+
+def rows_outside_lanes(sch, total, outer) -> None:
+    """The loops of ``total`` (a row reduction over an rfactor block's lanes) below ``outer``: its rows
+    outside the lane loop, so each row sums its lanes in turn (rows innermost, LLVM gathers one lane
+    of every row into a vector)."""
+    loops = sch.get_loops(total)
+    below = loops[[sch.get(loop).same_as(sch.get(outer)) for loop in loops].index(True) + 1:]
+    lane, *rows = below  # the lane reduction comes first, as rfactor leaves it
+    if rows:
+        sch.reorder(*rows, lane)
+    for row in rows:
+        sch.unroll(row)
 
 
 def is_spatial(sch, block) -> bool:
