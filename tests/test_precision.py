@@ -212,7 +212,8 @@ def test_every_dot_product_task_gets_its_instruction_schedule_at_any_batch(tiny_
 @needs_bf16
 def test_bf16_attention_multiplies_on_vdpbf16ps_with_k_and_v_packed_by_their_projections(tiny_encoder):
     """Both attention products run on the instruction where the keys fill whole vectors; K and V are
-    rounded and packed by the projections computing them (no task of their own); a length that does
+    rounded and packed by the projections computing them (no task of their own), the output rounded
+    by attention itself; a length that does
     not fill them keeps fp32 attention, and its tasks still get schedules."""
     from autotune.frontend.attention import FUNCTION_NAME, KEY_FUNCTION_NAME, VALUE_FUNCTION_NAME
     from autotune.jobs.prepare import prepare
@@ -224,6 +225,9 @@ def test_bf16_attention_multiplies_on_vdpbf16ps_with_k_and_v_packed_by_their_pro
     assert not [n for n in names if bf16.PACKED_PAIRS in n or "transpose" in n], names
     attention = next(t for t in prepared.tasks if t.name.startswith(FUNCTION_NAME))
     assert bf16.has_activations_block(attention.mod)
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    output = ArgInfo.from_prim_func(attention.mod["main"])[-1]
+    assert str(output.dtype) == "uint16"  # its output rounded for the projection after it
     schedules = heuristic_schedules(attention.mod, prepared.target)
     assert schedules and all(str(s.trace).count(bf16.INTRINSIC) == 2 for s in schedules)
 

@@ -17,9 +17,10 @@ than once per query row: they join the projection that computes K instead (its m
 add), so the projection writes K already transposed per head and no transpose task is left.
 
 With ``--precision bf16`` both products are ``vdpbf16ps`` kernels (``frontend.precision``): Q and the
-probabilities are rounded to bf16 within the block (a rounding is followed like a layout op), K and V
-are rounded and packed in pairs (``bf16.packed_pairs``) by the projections computing them, so V's
-projection joins its layout chain as K's does.
+probabilities are rounded to bf16 within the block (a rounding is followed like a layout op), as is
+the output for the projection after it; K and V are rounded and packed in pairs
+(``bf16.packed_pairs``) by the projections computing them, so V's projection joins its layout chain
+as K's does.
 """
 
 from __future__ import annotations
@@ -219,11 +220,12 @@ def _probabilities_user(block: _Block, prob, group: list):
 
 
 def _output_chain(block: _Block, var, group: list):
-    """Pull in the single-use reshapes and transposes after the output; the group's last binding."""
+    """Pull in the single-use reshapes and transposes after the output, and its rounding to bf16 for
+    the projection after it; the group's last binding."""
     last = block.producer[var]
     while block.uses[var] == 1:
         users = block.users.get(var, [])
-        if len(users) != 1 or _op(users[0].value) not in LAYOUT:
+        if len(users) != 1 or not (_op(users[0].value) in LAYOUT or _calls(users[0].value, bf16.BITS)):
             break
         last = users[0]
         group.append(last)
