@@ -165,3 +165,34 @@ def test_the_loaded_code_is_the_private_copy_that_was_hashed(artifact):
                           env=run_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True"]
+
+
+THREADS = """
+import sys, tvm  # a service that imported TVM first
+import autotune
+model = autotune.load(sys.argv[1])
+import os
+print(os.environ.get("TVM_NUM_THREADS"), tvm.get_global_func("runtime.NumThreads")())
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_a_loaded_model_runs_on_the_threads_it_was_tuned_for_even_after_tvm_was_imported(artifact, preset):
+    """TVM alone sizes its pool to half the cores on x86 (one of two here) and reads sysfs at every
+    parallel launch; ``load`` gives it the artifact's thread count unless the caller chose one."""
+    import subprocess
+    import sys
+
+    from autotune.targets.host import usable_cores
+
+    from .conftest import run_env
+
+    env = {k: v for k, v in run_env().items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    if preset:
+        env["TVM_NUM_THREADS"] = preset
+    proc = subprocess.run([sys.executable, "-c", THREADS, str(artifact)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    tuned_for = json.loads(open(f"{artifact}.json").read())["target"]["num-cores"]
+    expected = preset or str(min(int(tuned_for), usable_cores()))
+    assert proc.stdout.split() == [expected, expected]

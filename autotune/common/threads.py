@@ -28,6 +28,11 @@ def set_tvm_threads(threads: int) -> None:
 
 
 def default_tvm_threads(threads: int | None) -> None:
-    """``threads`` TVM runtime threads unless the caller set a number or TVM already runs."""
-    if threads and "tvm" not in sys.modules:
-        os.environ.setdefault(ENV, str(threads))
+    """``threads`` TVM runtime threads unless the caller set a number (``TVM_NUM_THREADS`` or
+    ``OMP_NUM_THREADS``, which TVM reads), whether TVM runs already or not.
+
+    Left to itself TVM sizes its pool to half the cores on x86, and, with neither variable set,
+    reads ``/sys/devices/system/cpu/online`` at every parallel launch (a few microseconds each,
+    a hundred launches per inference)."""
+    if threads and ENV not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        set_tvm_threads(threads)

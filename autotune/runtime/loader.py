@@ -38,8 +38,8 @@ class CompiledModel:
     def __init__(self, so_path: Path, manifest: Manifest | None, data: bytes):
         if "tvm" not in sys.modules:
             os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
-            tuned_for = manifest.target.get("num-cores") if manifest else None
-            default_tvm_threads(min(int(tuned_for), usable_cores()) if tuned_for else None)
+        tuned_for = manifest.target.get("num-cores") if manifest else None
+        default_tvm_threads(min(int(tuned_for), usable_cores()) if tuned_for else None)
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
