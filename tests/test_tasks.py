@@ -41,6 +41,30 @@ def test_small_powers_become_products_and_still_match_onnxruntime(tmp_path):
     assert built["validation"]["passed"]
 
 
+def _divisions_model(path, divisor: float) -> str:
+    """``x / sqrt(2) + x / v`` over a ``16 x 32`` input, ``v`` a constant row ending in ``divisor``."""
+    row = np.linspace(0.5, 3.0, 32).astype(np.float32)
+    row[-1] = divisor
+    consts = [numpy_helper.from_array(np.array(np.sqrt(2), np.float32), "root_two"),
+              numpy_helper.from_array(row, "row")]
+    nodes = [helper.make_node("Div", ["x", "root_two"], ["scaled"]),
+             helper.make_node("Div", ["x", "row"], ["per_column"]),
+             helper.make_node("Add", ["scaled", "per_column"], ["y"])]
+    return _save(path, "divisions", nodes, {"x": [16, 32]}, {"y": [16, 32]}, consts)
+
+
+def test_divisions_by_constants_become_products_and_still_match_onnxruntime(tmp_path):
+    """A vector division costs several multiplications: ``x / c`` becomes ``x * (1 / c)``, except where
+    ``c`` holds a zero (infinities and NaNs stay those of a division)."""
+    model = _divisions_model(tmp_path / "divisions.onnx", 2.0)
+    kernels = "\n".join(t.mod.script() for t in prepare(model, None, "host").tasks)
+    assert "T_divide" not in kernels and "T_multiply" in kernels
+    built = autotune.compile(model, tmp_path / "divisions.so", db=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert built["validation"]["passed"]
+    with_zero = _divisions_model(tmp_path / "with_zero.onnx", 0.0)
+    assert "T_divide" in "\n".join(t.mod.script() for t in prepare(with_zero, None, "host").tasks)
+
+
 def _nan_guard_model(path) -> str:
     """``where(isnan(x / d), -1, x / d)``: the exporters' softmax guard, on 64 values."""
     minus_one = numpy_helper.from_array(np.array(-1.0, np.float32), "minus_one")

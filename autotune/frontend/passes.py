@@ -94,6 +94,34 @@ def small_powers_as_products():
     return transform
 
 
+def division_by_constants_as_products():
+    """A pass writing ``x / c``, ``c`` a float32 constant, as ``x * (1 / c)`` (within an ulp).
+
+    LLVM keeps a division by a constant whose reciprocal is inexact (GELU's ``x / sqrt(2)``), and a
+    vector division costs several multiplications' time: in an FFN's GELU epilogue, one per element.
+    """
+    import numpy as np
+    from tvm import relax
+    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+    numerator, divisor = wildcard(), is_const()
+    pattern = is_op("relax.divide")(numerator, divisor)
+
+    def rewrite(expr, matches):
+        value = matches[divisor].value.numpy()
+        if value.dtype != np.float32 or not np.all(np.isfinite(value) & (value != 0)):
+            return expr
+        reciprocal = (1.0 / value.astype(np.float64)).astype(np.float32)
+        if not np.all(np.isfinite(reciprocal)):  # a subnormal divisor
+            return expr
+        return relax.op.multiply(matches[numerator], relax.const(reciprocal))
+
+    @relax.transform.function_pass(opt_level=0, name="DivisionByConstantsAsProducts")
+    def transform(func, _mod, _ctx):
+        return rewrite_call(pattern, rewrite, func)
+    return transform
+
+
 def isnan_as_bit_test():
     """A pass computing float32 ``isnan`` as a bit test: exponent all ones, mantissa not zero.
 
@@ -162,8 +190,9 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
     the target has it (``quantized``); ``precision`` (fp32, fp16, bf16, int8) is applied next
     (``precision``). Common
     subexpressions are computed once (exporters repeat the attention mask in every layer).
-    Small integer powers become products (``small_powers_as_products``); softmax multiplies by one
-    reciprocal per row (``softmax_by_reciprocal``). Erf, exp, tanh and
+    Small integer powers become products (``small_powers_as_products``), divisions by constants
+    multiplications (``division_by_constants_as_products``); softmax multiplies by one reciprocal per
+    row (``softmax_by_reciprocal``). Erf, exp, tanh and
     softmax become their fast polynomial forms (TVM's ``FastMathTransform``,
     within 1e-6 of the exact ones), which vectorise: the exact ``erf`` is a scalar libm call per
     element and made GELU cost as much as its matmul. On CPU, tasks mark their constant arguments
@@ -188,7 +217,8 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
               precision_pass(precision, target),
               relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
-              small_powers_as_products(), softmax_by_reciprocal(), relax.transform.FastMathTransform(),
+              small_powers_as_products(), division_by_constants_as_products(), softmax_by_reciprocal(),
+              relax.transform.FastMathTransform(),
               isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:
         passes.append(fuse_attention())
