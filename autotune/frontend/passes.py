@@ -218,8 +218,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
               relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
               small_powers_as_products(), division_by_constants_as_products(), softmax_by_reciprocal(),
-              relax.transform.FastMathTransform(),
-              isnan_as_bit_test()]
+              relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:
         passes.append(fuse_attention())
     passes += [*pipeline.library_dispatch_passes(target), *legalize]

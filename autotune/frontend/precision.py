@@ -52,10 +52,10 @@ def projections_to(precision: str, target):
     dot-product kernel, ``W`` converted and packed once per constant (shared by every shape bucket),
     ``x`` converted once per tensor:
 
-    * bf16: ``x`` rounded to bf16 bits, ``W`` packed panel-major ``[N/P, K/2, P, 2]``, fp32 accumulation
-      (``schedules.bf16.matmul_compute``);
-    * int8: ``x`` quantized per row to u8 at run time, ``W`` per column to s8 packed panel-major ``[N/P, K/4, P, 4]``,
-      int32 accumulation, dequantized in the kernel's epilogue (``schedules.int8``).
+    * bf16: ``x`` rounded to bf16 bits, ``W`` packed panel-major ``[N/P, K/2, P, 2]``, fp32
+      accumulation (``schedules.bf16.matmul_compute``);
+    * int8: ``x`` quantized per row to u8 at run time, ``W`` per column to s8 packed panel-major
+      ``[N/P, K/4, P, 4]``, int32 accumulation, dequantized in the kernel's epilogue (``schedules.int8``).
 
     With bf16, a product of two activations (attention's scores and its product with V) of static
     shapes the kernel tiles is computed on it too: both operands rounded, the right one packed in

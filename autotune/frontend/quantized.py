@@ -6,8 +6,8 @@ turns the latter into ``matmul(astype(a, i32) - astype(a_zero, i32), astype(W, i
 i32), out_dtype="int32")``, which legalises into a plain int32 loop nest. Where the weight is a
 constant int8 tensor with zero points of zero (symmetric, as ``QInt8`` weights are) and the
 activation is u8, ``integer_matmuls_to_vnni`` computes it with ``schedules.int8``'s ``vpdpbusd``
-kernel instead: the weight stays int8 (packed panel-major, ``[N/P, K/4, P, 4]``), the activation's zero point is
-taken out through the weight's column sums, and the result is the same int32 exactly.
+kernel instead: the weight stays int8 (packed panel-major, ``[N/P, K/4, P, 4]``), the activation's
+zero point is taken out through the weight's column sums, and the result is the same int32 exactly.
 
 A QDQ export (``QuantizeLinear``/``DequantizeLinear`` pairs, as ONNX Runtime's ``quantize_static``
 writes) reaches TVM as an fp32 ``matmul`` of two ``dequantize`` calls: a u8 activation with one scale

@@ -54,8 +54,9 @@ def _dot_tile(sch, block, lanes: int) -> None:
 def attention(mod, target, parallel: bool):
     """One attention block (``attention.fuse_attention``): a few query rows at a time, end to end.
 
-    For each (batch, head, block of ``ATTENTION_ROWS`` query rows), in parallel: the scaled query rows, their scores against every key (register tile),
-    the mask, softmax with its max and sum in vector-wide partials, and the product with V, all in
+    For each (batch, head, block of ``ATTENTION_ROWS`` query rows), in parallel: the scaled query
+    rows, their scores against every key (register tile), the mask, softmax with its max and sum in
+    vector-wide partials (the rows of a block unrolled around them), and the product with V, all in
     buffers that stay in L1. The reshapes and transposes of Q and V are read in place; the
     output's layout change runs after.
     """

@@ -7,9 +7,9 @@ bf16 value is its raw bits in a ``uint16`` (rounded to nearest even from fp32), 
 implementation calls ``autotune_dpbf16ps``, a few lines of LLVM IR (``DPBF16PS_IR``) that broadcast
 the pair and bit-cast integer vectors to ``<32 x bfloat>`` around the instruction (the broadcast is
 in the IR so that a vectorised loop around the intrinsic falls back to a serial one, as TVM's
-vectoriser does for any vector body, instead of failing on a broadcast of a vector). Every kernel using the intrinsic links that
-IR in (``pragma_import_llvm``) and LLVM inlines it, so heuristic builds, searched candidates and
-artifacts all get ``vdpbf16ps`` with no extra object files.
+vectoriser does for any vector body, instead of failing on a broadcast of a vector). Every kernel
+using the intrinsic links that IR in (``pragma_import_llvm``) and LLVM inlines it, so heuristic
+builds, searched candidates and artifacts all get ``vdpbf16ps`` with no extra object files.
 
 The kernel (``matmul_compute``): ``out[..., n] = sum_k x[..., k] * w[k, n]`` in fp32 from bf16
 operands, the weight packed panel-major as ``[N / P, K / 2, P, 2]`` (``dot.panel_major``): one

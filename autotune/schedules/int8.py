@@ -7,9 +7,9 @@ A projection ``y = x @ W`` by a constant fp32 weight becomes three steps:
    its minimum and maximum (zero always representable), computed at run time (dynamic
    quantization), and ``q = clip(round(x / scale) + zero_point, 0, 255)`` as ``uint8``;
 2. ``matmul_compute``: ``acc = q @ Wq`` in int32, ``Wq`` the weight quantized per output column
-   (symmetric, [-127, 127]) and packed panel-major ``[N / P, K / 4, P, 4]`` (``dot.panel_major``): one ``vpdpbusd`` takes four u8 of a row
-   (broadcast) and 16 columns × those four s8 of ``Wq`` (512 contiguous bits), and adds 16 dot
-   products of four into int32 lanes (exact: no saturation);
+   (symmetric, [-127, 127]) and packed panel-major ``[N / P, K / 4, P, 4]`` (``dot.panel_major``):
+   one ``vpdpbusd`` takes four u8 of a row (broadcast) and 16 columns × those four s8 of ``Wq`` (512
+   contiguous bits), and adds 16 dot products of four into int32 lanes (exact: no saturation);
 3. ``dequantized``: ``y = (acc - zero_point * column_sum(Wq)) * scale * weight_scale`` in fp32, the
    epilogue of the kernel (fused with the bias, GELU or residual after it).
 
