@@ -74,8 +74,9 @@ def attention(mod, target, parallel: bool):
     lanes = vector_lanes(target)
     rows_reduced = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
                     if sch.get(b).name_hint not in (scores, output)]
-    reduced_names = [sch.get(b).name_hint for b in rows_reduced if is_reduction(sch, b)]
-    partials = [sch.get(p).name_hint for p in split_lanes_out(sch, rows_reduced, lanes)]
+    splits = split_lanes_out(sch, rows_reduced, lanes)
+    partials = [sch.get(p).name_hint for p, _ in splits]
+    totals = [sch.get(total).name_hint for _, total in splits]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(b).name_hint for b in blocks]
     last = names.index(output)
@@ -93,7 +94,7 @@ def attention(mod, target, parallel: bool):
             (_dot_tile if reduction_axes(sch, block) == 2 else _register_tile)(sch, block, lanes)
         elif name in partials:
             lanes_innermost(sch, block)
-        elif name in reduced_names:
+        elif name in totals:
             rows_outside_lanes(sch, block, row_block)
         elif not is_reduction(sch, block):
             vectorize_inner(sch, block, lanes)

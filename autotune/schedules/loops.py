@@ -75,17 +75,18 @@ def inline_single_use(sch, keep: frozenset = frozenset()) -> None:
             break
 
 
-def split_lanes_out(sch, blocks, lanes: int) -> list:
+def split_lanes_out(sch, blocks, lanes: int) -> list[tuple]:
     """rfactor each row reduction among ``blocks`` into ``lanes`` partial results (vector registers,
-    not a chain), the lanes last in the partials' buffer."""
-    partials = []
+    not a chain), the lanes last in the partials' buffer: (partials block, the block now summing
+    them) for each reduction split."""
+    splits = []
     for block in blocks:
         inner = sch.get_loops(block)[-1]
         if not is_reduction(sch, block) or loop_extent(sch, inner) % lanes or loop_extent(sch, inner) <= lanes:
             continue
         _, lane = sch.split(inner, [None, lanes])
-        partials.append(sch.rfactor(lane, len(sch.get(block).writes[0].source.shape)))
-    return partials
+        splits.append((sch.rfactor(lane, len(sch.get(block).writes[0].source.shape)), block))
+    return splits
 
 
 def reduction_axes(sch, block) -> int:

@@ -23,7 +23,7 @@ def row_reduction(mod, target, parallel: bool):
     if not any(i.is_reduction() for i in infos) or not infos[-1].is_injective():
         return None
     lanes = vector_lanes(target)
-    partials = [sch.get(b).name_hint for b in split_lanes_out(sch, [i.block_rv for i in infos], lanes)]
+    partials = [sch.get(p).name_hint for p, _ in split_lanes_out(sch, [i.block_rv for i in infos], lanes)]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     if len(sch.get_loops(blocks[-1])) == 1:  # one row: its unit row loops were normalised away
         sch.add_unit_loop(sch.get_loops(blocks[-1])[0])
