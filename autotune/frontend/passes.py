@@ -68,6 +68,17 @@ def unbroadcast_constants():
     return mutator_pass(Unbroadcast, "autotune.UnbroadcastConstants")
 
 
+def _rewriting_pass(pattern, rewrite, name: str):
+    """A function pass replacing every call that matches ``pattern`` by ``rewrite(call, matches)``."""
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    @relax.transform.function_pass(opt_level=0, name=name)
+    def transform(func, _mod, _ctx):
+        return rewrite_call(pattern, rewrite, func)
+    return transform
+
+
 def small_powers_as_products():
     """A pass writing ``x ** 2`` and ``x ** 3`` (in the tanh form of GELU) as products.
 
@@ -75,7 +86,7 @@ def small_powers_as_products():
     epilogue cost more than the matmul it follows.
     """
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_const, is_op, wildcard
 
     base, exponent = wildcard(), is_const()
     pattern = is_op("relax.power")(base, exponent)
@@ -88,10 +99,7 @@ def small_powers_as_products():
         square = relax.op.multiply(x, x)
         return square if float(value) == 2.0 else relax.op.multiply(square, x)
 
-    @relax.transform.function_pass(opt_level=0, name="SmallPowersAsProducts")
-    def transform(func, _mod, _ctx):
-        return rewrite_call(pattern, rewrite, func)
-    return transform
+    return _rewriting_pass(pattern, rewrite, "SmallPowersAsProducts")
 
 
 def division_by_constants_as_products():
@@ -102,7 +110,7 @@ def division_by_constants_as_products():
     """
     import numpy as np
     from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_const, is_op, wildcard
 
     numerator, divisor = wildcard(), is_const()
     pattern = is_op("relax.divide")(numerator, divisor)
@@ -116,10 +124,7 @@ def division_by_constants_as_products():
             return expr
         return relax.op.multiply(matches[numerator], relax.const(reciprocal))
 
-    @relax.transform.function_pass(opt_level=0, name="DivisionByConstantsAsProducts")
-    def transform(func, _mod, _ctx):
-        return rewrite_call(pattern, rewrite, func)
-    return transform
+    return _rewriting_pass(pattern, rewrite, "DivisionByConstantsAsProducts")
 
 
 def isnan_as_bit_test():
