@@ -97,6 +97,35 @@ def test_bf16_bits_round_to_nearest_even():
     assert bf16.packed_weight(weight[:, :48]).shape == (3, 4, 16, 2)  # 48 columns: panels of one vector
 
 
+@needs_bf16
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16, 32])
+def test_bf16_rounding_runs_on_vcvtneps2bf16_and_matches_round_to_nearest_even_at_any_vector_width(lanes):
+    """The activations' rounding (``bf16.rounded_bits``) lowers to ``vcvtneps2bf16`` on vectors of 8,
+    16 or a multiple of 16 lanes and to integer rounding otherwise; every width gives the bits of
+    ``bf16.bf16_bits``, ties to even included."""
+    import tvm
+    from tvm import s_tir, te
+
+    from autotune.targets.names import parse_target
+
+    n = 4096
+    x = te.placeholder((n,), "float32", name="x")
+    sch = s_tir.Schedule(te.create_prim_func([x, bf16.rounded_bits(x)]))
+    block = sch.get_sblock("bf16_bits")
+    _, inner = sch.split(sch.get_loops(block)[0], [None, lanes])
+    if lanes > 1:
+        sch.vectorize(inner)
+    built = tvm.tirx.build(sch.mod, target=parse_target("host"))
+    rng = np.random.default_rng(lanes)
+    ties = np.float32(1.0) + np.float32(2.0 ** -8) * np.arange(1, 9, dtype=np.float32)  # halfway cases, both parities
+    values = np.concatenate([ties, -ties, [np.inf, -np.inf, 3.0e38, -0.0],
+                             rng.standard_normal(n - 20).astype(np.float32) * 100]).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros(n, np.uint16))
+    built(tvm.runtime.tensor(values), out)
+    assert (out.numpy() == bf16.bf16_bits(values)).all()
+    assert ("vcvtneps2bf16" in built.inspect_source("asm")) == (lanes >= 8)
+
+
 @pytest.mark.parametrize("precision, instruction", [("bf16", "AVX512-BF16"), ("int8", "AVX512-VNNI")])
 def test_native_precision_is_refused_for_a_target_without_its_instruction(tiny_encoder, tmp_path, capsys,
                                                                          precision, instruction):

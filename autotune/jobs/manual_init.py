@@ -21,6 +21,7 @@ from ..errors import AutotuneError
 from ..store.engine import Store
 from ..store.schema import Job, JobTask, TargetRow, TuningRecordRow, WorkloadRow
 from ..store.selection import Selection
+from ..store.tvm_json import workload_from_json
 
 
 @dataclass
@@ -127,7 +128,7 @@ def write_manual_schedule(store: Store, task: str, output: str | Path, name: str
 
     row, task_name, target_id = _workload(store, task)
     record_row = _chosen(store, row.id, target_id)
-    workload = ms.database.Workload.from_json(json.loads(row.workload_json))
+    workload = workload_from_json(json.loads(row.workload_json))
     record = ms.database.TuningRecord.from_json(json.loads(record_row.record_json), workload)
     target = json.loads(store.read(lambda session: session.get(TargetRow, target_id)).canonical)
     lines = trace_lines(record.trace)

@@ -34,7 +34,9 @@ def build(mod_json: str, target_json: str) -> str:
     from tvm.support.tar import tar
 
     from ..backends import backend_for
+    from ..schedules.bf16 import register_rounding
 
+    register_rounding()  # before the task's TIR is read back: bf16 kernels contain the op
     target = tvm.target.Target(json.loads(target_json))
     backend = backend_for(target)
     mod = tvm.transform.Sequential(backend.candidate_passes())(tvm.ir.load_json(mod_json))

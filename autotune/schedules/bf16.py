@@ -28,6 +28,7 @@ KERNEL = "bf16_matmul"
 ACTIVATIONS_BLOCK = "bf16_activations_dot"  # attention's products: scheduled with their attention block
 ACTIVATIONS_KERNEL = "bf16_activations_matmul"
 BITS = "bf16_bits"  # the PrimFunc rounding an activation to bf16 bits
+ROUNDING = "autotune.bf16_round"  # the TIR op rounding fp32 to bf16 bits (``register_rounding``)
 PACKED_PAIRS = "bf16_packed_pairs"  # the PrimFunc rounding and packing a product's right operand
 INTRINSIC = "autotune_dot_16x2_bf16"
 PAIR = 2  # bf16 products per fp32 accumulator per instruction
@@ -85,17 +86,74 @@ def widened_tensor(bits):
 
 
 def rounded_bits(x):
-    """TE: fp32 tensor ``x`` as bf16 bits, rounded to nearest even (the kernel's left operand).
+    """TE: fp32 tensor ``x`` as bf16 bits, rounded to nearest even (``ROUNDING``: ``vcvtneps2bf16``).
     NaN inputs are not kept apart (a NaN activation makes the output meaningless either way)."""
     from tvm import te, tirx
 
-    def bits(*index):
-        value = tirx.reinterpret("uint32", x(*index))
-        odd = tirx.bitwise_and(tirx.shift_right(value, tirx.const(16, "uint32")), tirx.const(1, "uint32"))
-        return tirx.shift_right(value + tirx.const(0x7FFF, "uint32") + odd,
-                                tirx.const(16, "uint32")).astype("uint16")
+    register_rounding()
+    return te.compute(x.shape, lambda *index: tirx.call_intrin("uint16", ROUNDING, x(*index)), name="bf16_bits")
 
-    return te.compute(x.shape, bits, name="bf16_bits")
+
+def register_rounding() -> None:
+    """Register the TIR op ``ROUNDING`` with TVM, once per process: before a kernel using it is built or
+    read back from JSON (``store.tvm_json``).
+
+    It is pure and vectorizable; on LLVM targets each of its vectors lowers to ``vcvtneps2bf16`` per 16
+    or 8 lanes (one instruction where the integer rounding takes six and a narrowing), any other width
+    to that integer rounding (nearest even, as ``bf16_bits``). Only bf16 builds contain the op, and they
+    require AVX512-BF16 (``frontend.precision``). The instruction reads denormal inputs as zero.
+    """
+    import tvm
+
+    if ROUNDING in _REGISTERED:
+        return
+    tvm.ir.register_op_attr(ROUNDING, "TCallEffectKind", tvm.tirx.CallEffectKind.Pure.value)
+    tvm.ir.register_op_attr(ROUNDING, "TVectorizable", True)
+    tvm.ir.register_op_attr(ROUNDING, "TScriptPrinterName", ROUNDING)
+    tvm.tirx.register_intrin_lowering(ROUNDING, "llvm", f=_lowered_rounding, level=99)
+    _REGISTERED.add(ROUNDING)
+
+
+_REGISTERED: set[str] = set()
+
+
+def _lowered_rounding(call):
+    """``ROUNDING`` on LLVM (``register_rounding``)."""
+    return _rounded(call.args[0])
+
+
+def _rounded(value):
+    """fp32 ``value`` as bf16 bits: ``vcvtneps2bf16`` on each 16 (or 8) lanes, else integer rounding."""
+    import tvm
+    from tvm import tirx
+
+    lanes = tvm.runtime.DataType(str(value.ty.dtype)).lanes
+    if lanes % LANES == 0 and lanes > LANES:
+        half = lanes // 2
+        return tirx.vectorcombine(f"uint16x{lanes}", _rounded(tirx.vectorlow(f"float32x{half}", value)),
+                                  _rounded(tirx.vectorhigh(f"float32x{half}", value)))
+    if lanes in _CONVERSIONS:
+        return tirx.call_llvm_pure_intrin(f"uint16x{lanes}", _CONVERSIONS[lanes], value)
+    return _integer_rounding(value, lanes)
+
+
+_CONVERSIONS = {LANES: "llvm.x86.avx512bf16.cvtneps2bf16.512", LANES // 2: "llvm.x86.avx512bf16.cvtneps2bf16.256"}
+
+
+def _integer_rounding(value, lanes: int):
+    """fp32 ``value`` (``lanes`` wide) as bf16 bits, nearest even, in integer arithmetic."""
+    from tvm import tirx
+
+    def typed(dtype: str) -> str:
+        return dtype if lanes == 1 else f"{dtype}x{lanes}"
+
+    def constant(number: int):
+        scalar = tirx.const(number, "uint32")
+        return scalar if lanes == 1 else tirx.Broadcast(scalar, lanes)
+
+    bits = tirx.reinterpret(typed("uint32"), value)
+    odd = tirx.bitwise_and(tirx.shift_right(bits, constant(16)), constant(1))
+    return tirx.Cast(typed("uint16"), tirx.shift_right(bits + constant(0x7FFF) + odd, constant(16)))
 
 
 def matmul_compute(x_bits, weight):

@@ -76,10 +76,11 @@ def import_records(store: Store, folder: Path) -> Interchange:
     from ..measure.outcome import Outcome
     from ..targets.names import canonical
     from .metaschedule import SqlDatabase
+    from .tvm_json import workload_from_json
 
     workload_lines = _read_lines(folder / WORKLOADS)
     record_lines = _read_lines(folder / RECORDS)
-    workloads = [ms.database.Workload.from_json(line) for line in workload_lines]
+    workloads = [workload_from_json(line) for line in workload_lines]
     databases: dict[str, SqlDatabase] = {}
     taken = skipped = 0
     for index, record_json in record_lines:

@@ -21,7 +21,7 @@ from ..measure.outcome import Outcome
 from .engine import Store
 from .schema import TuningRecordRow, WorkloadRow
 from .selection import Selection
-from .tvm_json import record_json, workload_keys
+from .tvm_json import record_json, workload_from_json, workload_keys
 
 @dataclass(frozen=True)
 class JobContext:
@@ -66,7 +66,7 @@ class SqlDatabase(ms.database.PyDatabase):
 
     def _workload(self, row_id: int, workload_json: str):
         if row_id not in self._workloads:
-            self._workloads[row_id] = ms.database.Workload.from_json(json.loads(workload_json))
+            self._workloads[row_id] = workload_from_json(json.loads(workload_json))
         return self._workloads[row_id]
 
     def workload_id(self, mod) -> int:

@@ -34,6 +34,17 @@ def record_json(record) -> str:
     return json.dumps(_plain_json(_ffi_api.TuningRecordAsJSON(record)))
 
 
+def workload_from_json(value):
+    """A MetaSchedule workload read back from its JSON (text, or the tree ``json.loads`` gives), once the
+    TIR ops autotune's kernels contain are registered with TVM (``schedules.bf16.register_rounding``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..schedules.bf16 import register_rounding
+
+    register_rounding()
+    return ms.database.Workload.from_json(value)
+
+
 def workload_keys(mod) -> tuple[str, str, str]:
     """(structural hash, sha256 of the TIR text, TIR text) of a task's IRModule."""
     import tvm_ffi
