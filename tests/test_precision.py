@@ -126,6 +126,30 @@ def test_bf16_rounding_runs_on_vcvtneps2bf16_and_matches_round_to_nearest_even_a
     assert ("vcvtneps2bf16" in built.inspect_source("asm")) == (lanes >= 8)
 
 
+def test_bf16_softmax_exponential_is_within_1e5_of_exp_and_keeps_its_special_values():
+    """bf16's softmax exponential (``bf16.exponential``): 1e-5 relative over fp32's normal range,
+    exactly 1 at 0, 0 at -inf and far below, inf far above, NaN kept (a fully masked row's ``-inf -
+    -inf``, which the exporters' ``where(isnan(...))`` zeroes)."""
+    import tvm
+    from tvm import s_tir, te
+
+    from autotune.targets.names import parse_target
+
+    n = 1 << 14
+    x = te.placeholder((n,), "float32", name="x")
+    sch = s_tir.Schedule(te.create_prim_func([x, bf16.exponential(x)]))
+    _, lanes = sch.split(sch.get_loops(sch.get_sblock("T_fast_exp"))[0], [None, 16])
+    sch.vectorize(lanes)
+    built = tvm.tirx.build(sch.mod, target=parse_target("host"))
+    special = [0.0, -np.inf, -200.0, -3.4e38, 100.0, np.inf, np.nan]
+    values = np.concatenate([np.linspace(-87.0, 88.0, n - len(special)), special]).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros(n, np.float32))
+    built(tvm.runtime.tensor(values), out)
+    got, exact = out.numpy(), np.exp(values[:-len(special)].astype(np.float64))
+    assert (np.abs(got[:-len(special)] - exact) / exact).max() < 1e-5
+    assert got[-len(special):-1].tolist() == [1.0, 0.0, 0.0, 0.0, np.inf, np.inf] and np.isnan(got[-1])
+
+
 @pytest.mark.parametrize("precision, instruction", [("bf16", "AVX512-BF16"), ("int8", "AVX512-VNNI")])
 def test_native_precision_is_refused_for_a_target_without_its_instruction(tiny_encoder, tmp_path, capsys,
                                                                          precision, instruction):

@@ -152,20 +152,26 @@ def isnan_as_bit_test():
     return mutator_pass(Rewriter, "autotune.IsnanAsBitTest")
 
 
-def softmax_by_reciprocal():
-    """A pass computing a float32 softmax over the last axis as ``exp(x - max) * (1 / sum)``, the
-    exponential in its fast form (``topi.fast_exp``, as ``FastMathTransform`` would): one division
-    per row instead of one per element (a vector division costs several multiplications' time, and
-    attention divides every score). The result is a ``fast_softmax`` PrimFunc, the name
-    ``FastMathTransform`` gives the softmax it rewrites, which ``attention`` matches."""
+def softmax_by_reciprocal(precision: str = "fp32"):
+    """A pass computing a float32 softmax over the last axis as ``exp(x - max) * (1 / sum)``: one
+    division per row instead of one per element (a vector division costs several multiplications'
+    time, and attention divides every score). The exponential is in its fast form (``topi.fast_exp``,
+    as ``FastMathTransform`` would), or with bf16 ``precision``, where the probabilities are rounded
+    to bf16, ``bf16.exponential`` (1e-5 relative, half the operations). The result is a
+    ``fast_softmax`` PrimFunc, the name ``FastMathTransform`` gives the softmax it rewrites, which
+    ``attention`` matches."""
     import tvm
     from tvm import relax, te, topi
+
+    from ..schedules import bf16
+
+    exponential = bf16.exponential if precision == "bf16" else topi.fast_exp
 
     def softmax(x):
         *rows, length = x.shape
         key = te.reduce_axis((0, length), name="k")
         largest = te.compute(rows, lambda *r: te.max(x[(*r, key)], axis=key), name="T_softmax_maxelem")
-        exp = topi.fast_exp(te.compute(x.shape, lambda *i: x(*i) - largest(*i[:-1]), name="T_softmax_delta"))
+        exp = exponential(te.compute(x.shape, lambda *i: x(*i) - largest(*i[:-1]), name="T_softmax_delta"))
         key = te.reduce_axis((0, length), name="k")
         total = te.compute(rows, lambda *r: te.sum(exp[(*r, key)], axis=key), name="T_softmax_expsum")
         return te.compute(x.shape, lambda *i: exp(*i) * (tvm.tirx.const(1.0, "float32") / total(*i[:-1])),
@@ -222,7 +228,7 @@ def fuse(relax_mod, target, fusion: str = "full", precision: str = "fp32"):
               precision_pass(precision, target),
               relax.transform.DecomposeOpsForInference(),
               relax.transform.EliminateCommonSubexpr(),  # e.g. the attention mask, once, not per layer
-              small_powers_as_products(), division_by_constants_as_products(), softmax_by_reciprocal(),
+              small_powers_as_products(), division_by_constants_as_products(), softmax_by_reciprocal(precision),
               relax.transform.FastMathTransform(), isnan_as_bit_test()]
     if fusion == "full" and backend.fuses_attention:
         passes.append(fuse_attention())
