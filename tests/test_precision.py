@@ -290,6 +290,23 @@ def test_bf16_attention_multiplies_on_vdpbf16ps_with_k_and_v_packed_by_their_pro
     assert heuristic_schedules(attention.mod, odd.target)
 
 
+@needs_bf16
+def test_a_layer_norm_read_by_bf16_projections_rounds_its_output_in_the_same_task(tiny_encoder):
+    """A LayerNorm whose output bf16 projections read writes both its fp32 values (for the residual)
+    and their bf16 bits in one task, which the heuristic schedules row by row; no rounding task is left."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from autotune.jobs.prepare import prepare
+    from autotune.schedules.heuristics import heuristic_schedules
+
+    prepared = prepare(tiny_encoder, {"input_ids": (2, 16)}, "host", "full", "bf16")
+    names = [t.name for t in prepared.tasks]
+    assert not [n for n in names if n.startswith(bf16.BITS)], names
+    norm = next(t for t in prepared.tasks if t.name.startswith(bf16.NORM_AND_BITS))
+    assert [str(a.dtype) for a in ArgInfo.from_prim_func(norm.mod["main"])[-2:]] == ["float32", "uint16"]
+    assert len(heuristic_schedules(norm.mod, prepared.target)) == 2  # serial and parallel
+
+
 @needs_vnni
 def test_tasks_lists_the_int8_kernels_a_tune_would_search(tiny_encoder, capsys):
     assert main(["tasks", str(tiny_encoder), "--shape", "input_ids=1x16", "--precision", "int8", "--json"]) == 0

@@ -83,6 +83,20 @@ def projections_to(precision: str, target):
             self.weights: dict = {}  # weight constant -> its packed form (constants)
             self.tables: dict = {}  # table constant -> its stored form (a tied constant may be both)
             self.activations: dict = {}  # activation -> its converted form (bound variables)
+            # LayerNorms whose output bf16 rounds: computed with the rounding, one task for both
+            self.normed_and_rounded = _rounded_layer_norms(mod, kernel.packable) if precision == "bf16" else set()
+
+        def visit_var_binding_(self, binding):
+            if binding.var not in self.normed_and_rounded:
+                super().visit_var_binding_(binding)
+                return
+            call = self.visit_expr(binding.value)
+            both = self.builder_.emit(self.builder_.call_te(
+                bf16.layer_norm_and_bits, *call.args, axis=call.attrs.axes, epsilon=call.attrs.epsilon,
+                primfunc_name_hint=bf16.NORM_AND_BITS))
+            normed = self.builder_.emit(relax.TupleGetItem(both, 0), binding.var.name)
+            self.set_var_remap(binding.var, normed)
+            self.activations[normed] = self.builder_.emit(relax.TupleGetItem(both, 1))
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
@@ -147,6 +161,27 @@ def projections_to(precision: str, target):
             return self.builder_.call_te(bf16.widened_tensor, rows, primfunc_name_hint="bf16_widened")
 
     return mutator_pass(Projections, f"autotune.ProjectionsTo{precision.upper()}")
+
+
+def _rounded_layer_norms(mod, packable) -> set:
+    """The variables of ``mod``'s dataflow blocks bound to a LayerNorm whose output a bf16 projection
+    reads (and so rounds to bf16)."""
+    from tvm import relax
+
+    from ..common.relax import op_name
+
+    norms, rounded = set(), set()
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function) or not isinstance(func.body, relax.SeqExpr):
+            continue
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if op_name(value) == "relax.nn.layer_norm" and isinstance(binding.var, relax.DataflowVar):
+                    norms.add(binding.var)
+                elif op_name(value) == "relax.matmul" and (_projection(value, packable) or _activations_product(value)):
+                    rounded.add(value.args[0])
+    return norms & rounded
 
 
 def _fp32_constant(expr) -> bool:

@@ -28,6 +28,7 @@ KERNEL = "bf16_matmul"
 ACTIVATIONS_BLOCK = "bf16_activations_dot"  # attention's products: scheduled with their attention block
 ACTIVATIONS_KERNEL = "bf16_activations_matmul"
 BITS = "bf16_bits"  # the PrimFunc rounding an activation to bf16 bits
+NORM_AND_BITS = "layer_norm_bf16_bits"  # the PrimFunc of a LayerNorm whose output is also rounded
 ROUNDING = "autotune.bf16_round"  # the TIR op rounding fp32 to bf16 bits (``register_rounding``)
 PACKED_PAIRS = "bf16_packed_pairs"  # the PrimFunc rounding and packing a product's right operand
 INTRINSIC = "autotune_dot_16x2_bf16"
@@ -92,6 +93,16 @@ def rounded_bits(x):
 
     register_rounding()
     return te.compute(x.shape, lambda *index: tirx.call_intrin("uint16", ROUNDING, x(*index)), name="bf16_bits")
+
+
+def layer_norm_and_bits(x, gamma, beta, axis, epsilon):
+    """TE: LayerNorm of ``x`` (``topi.nn.layer_norm``, as Relax legalises ``nn.layer_norm``) and the
+    same values rounded to bf16 bits (``rounded_bits``): one task, two outputs, where a projection
+    reads the bits and a residual the fp32 values."""
+    from tvm import topi
+
+    normed = topi.nn.layer_norm(x, gamma, beta, axis=axis, epsilon=epsilon)
+    return [normed, rounded_bits(normed)]
 
 
 def register_rounding() -> None:

@@ -25,20 +25,32 @@ def row_reduction(mod, target, parallel: bool):
     lanes = vector_lanes(target)
     partials = [sch.get(p).name_hint for p, _ in split_lanes_out(sch, [i.block_rv for i in infos], lanes)]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    if len(sch.get_loops(blocks[-1])) == 1:  # one row: its unit row loops were normalised away
-        sch.add_unit_loop(sch.get_loops(blocks[-1])[0])
-    rows = sch.fuse(*sch.get_loops(blocks[-1])[:-1])
+    anchor = _first_output(sch, blocks)  # the last block, unless the task has two outputs (LayerNorm's
+    # fp32 values and their bf16 bits): an output block cannot be computed at another's rows
+    if len(sch.get_loops(blocks[anchor])) == 1:  # one row: its unit row loops were normalised away
+        sch.add_unit_loop(sch.get_loops(blocks[anchor])[0])
+    rows = sch.fuse(*sch.get_loops(blocks[anchor])[:-1])
     if parallel:
         sch.parallel(rows)
-    vectorize_inner(sch, blocks[-1], lanes)
-    for block in reversed(blocks[:-1]):
+    vectorize_inner(sch, blocks[anchor], lanes)
+    for block in reversed(blocks[:anchor]):
         sch.compute_at(block, rows, preserve_unit_loops=False)
-    for block in blocks[:-1]:
+    for block in blocks[anchor + 1:]:
+        sch.reverse_compute_at(block, rows, preserve_unit_loops=False)
+        vectorize_inner(sch, block, lanes)
+    for block in blocks[:anchor]:
         if sch.get(block).name_hint in partials:
             lanes_innermost(sch, block)
         elif is_spatial(sch, block) and len(sch.get_loops(block)) > 1:  # one value per row: no loop
             vectorize_inner(sch, block, lanes)
     return sch
+
+
+def _first_output(sch, blocks) -> int:
+    """The index of the first of ``blocks`` writing a buffer the task returns (not one of its own)."""
+    own = list(sch.get(sch.get_sblock("root")).alloc_buffers)
+    return next(i for i, block in enumerate(blocks)
+                if not any(sch.get(block).writes[0].source.same_as(buffer) for buffer in own))
 
 
 def reduction(mod, target, parallel: bool):
