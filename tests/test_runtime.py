@@ -196,3 +196,41 @@ def test_a_loaded_model_runs_on_the_threads_it_was_tuned_for_even_after_tvm_was_
     tuned_for = json.loads(open(f"{artifact}.json").read())["target"]["num-cores"]
     expected = preset or str(min(int(tuned_for), usable_cores()))
     assert proc.stdout.split() == [expected, expected]
+
+
+def test_outputs_stay_the_callers_after_later_calls(artifact):
+    """Outputs are handed out without a copy; a later call never writes into an earlier call's."""
+    import numpy as np
+
+    model = autotune.load(artifact)
+    rng = np.random.default_rng(5)
+    calls = [{"input_ids": rng.integers(0, 64, (1, 16)), "decoder_input_ids": rng.integers(0, 64, (1, 8))}
+             for _ in range(3)]
+    first = model(calls[0])["logits"]
+    kept = first.copy()
+    for call in calls[1:]:
+        model(call)
+    np.testing.assert_array_equal(first, kept)
+    assert not np.array_equal(model(calls[1])["logits"], kept)
+
+
+def test_an_output_that_is_an_input_is_not_overwritten_by_the_next_call(tmp_path):
+    """A model returning its input unchanged: the output is copied out of the input tensor that the
+    loader reuses from call to call."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["same"]), helper.make_node("Relu", ["x"], ["relu"])],
+                              "passthrough", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("same", TensorProto.FLOAT, [2, 8]),
+                               helper.make_tensor_value_info("relu", TensorProto.FLOAT, [2, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "passthrough.onnx")
+    autotune.compile(tmp_path / "passthrough.onnx", tmp_path / "passthrough.so", {"x": (2, 8)}, "host",
+                     f"sqlite:///{tmp_path / 'p.db'}")
+    model = autotune.load(tmp_path / "passthrough.so")
+    first_input, second_input = (np.random.default_rng(i).standard_normal((2, 8)).astype(np.float32) for i in (1, 2))
+    first = model(x=first_input)
+    model(x=second_input)
+    np.testing.assert_array_equal(first["same"], first_input)
+    np.testing.assert_array_equal(first["relu"], np.maximum(first_input, 0))

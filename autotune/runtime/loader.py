@@ -48,6 +48,7 @@ class CompiledModel:
         self._tvm = tvm
         backend = backend_named(manifest.target_kind if manifest else "llvm")
         self.device = backend.device()
+        self._on_host = backend.device_type == "cpu"  # numpy reads and writes its tensors in place
         if manifest is not None:
             backend.check_loadable(manifest, so_path)
         if not self.device.exist:
@@ -76,16 +77,51 @@ class CompiledModel:
         if sorted(arrays) != sorted(expected):
             raise AutotuneError(f"inputs {sorted(arrays)} given, model takes {expected}")
         if self.plan is None:
-            return "main", [self._tvm.runtime.tensor(_checked(spec, arrays[spec.name]), self.device)
-                            for spec in self._specs], None
+            return "main", self._device_inputs("main", {spec.name: _checked(spec, arrays[spec.name])
+                                                        for spec in self._specs}), None
         given = {spec.name: np.ascontiguousarray(arrays[spec.name]) for spec in self._specs}
         sizes = self.plan.sizes_of(given, {spec.name: spec.dtype for spec in self._specs})
         for spec in self._specs:
             spec.check_indices(given[spec.name])
         bucket = self.plan.bucket_for(sizes)
-        padded = self.plan.pad(given, bucket)
-        return bucket.function, [self._tvm.runtime.tensor(padded[spec.name], self.device)
-                                 for spec in self._specs], sizes
+        return bucket.function, self._device_inputs(bucket.function, self.plan.pad(given, bucket)), sizes
+
+    def _device_inputs(self, function: str, arrays: dict[str, np.ndarray]) -> list:
+        """``arrays`` as ``function``'s arguments, in input order. On the host each is copied into this
+        thread's tensor for that function and input, allocated at its first call: a call then costs
+        a numpy copy per input, not a TVM allocation (whose Python path, its caches cold after a
+        model's run, takes longer than the copy)."""
+        if not self._on_host:
+            return [self._tvm.runtime.tensor(arrays[spec.name], self.device) for spec in self._specs]
+        buffers = self._input_buffers()
+        tensors = []
+        for spec in self._specs:
+            array = arrays[spec.name]
+            key = (function, spec.name)
+            if key not in buffers:
+                tensor = self._tvm.runtime.empty(array.shape, str(array.dtype), self.device)
+                buffers[key] = (tensor, np.from_dlpack(tensor))
+            tensor, view = buffers[key]
+            np.copyto(view, array)
+            tensors.append(tensor)
+        return tensors
+
+    def _input_buffers(self) -> dict:
+        """This thread's input tensors, by (entry function, input name): (tensor, numpy view of it)."""
+        buffers = getattr(self._per_thread, "inputs", None)
+        if buffers is None:
+            buffers = self._per_thread.inputs = {}
+        return buffers
+
+    def _host_array(self, tensor) -> np.ndarray:
+        """An output as a numpy array: on the host, a view of the tensor the call allocated (it lives
+        as long as the array), a copy where it shares memory with a reused input tensor."""
+        if not self._on_host:
+            return tensor.numpy()
+        array = np.from_dlpack(tensor)
+        if any(np.may_share_memory(array, view) for _, view in self._input_buffers().values()):
+            return array.copy()
+        return array
 
     def __call__(self, arrays: dict[str, np.ndarray] | None = None, **named: np.ndarray
                  ) -> dict[str, np.ndarray]:
@@ -94,7 +130,7 @@ class CompiledModel:
         function, args, sizes = self._arguments({**(arrays or {}), **named})
         outputs = self.run_on_device(function, args)
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
-        arrays_out = {name: out.numpy() for name, out in zip(names, outputs)}
+        arrays_out = {name: self._host_array(out) for name, out in zip(names, outputs)}
         return arrays_out if sizes is None else self.plan.crop(arrays_out, sizes)
 
 
