@@ -95,6 +95,27 @@ def test_bench_reports_percentiles_side_by_side(tuned, tmp_path):
     assert "turns_vs_onnxruntime" not in result["systems"]["untuned_tvm"]  # not timed in the turns
 
 
+def test_bench_gives_each_systems_ratio_to_openvino_turn_by_turn(tuned, tmp_path, capsys):
+    """With OpenVINO among the peers, every system's p50 and per-turn ratios are given against it as
+    well as against ONNX Runtime (the JSON and the table)."""
+    import pytest
+
+    pytest.importorskip("openvino", reason="the peers extra (OpenVINO) is not installed")
+    from autotune.cli import main
+
+    so_path = tmp_path / "tiny.so"
+    autotune.compile(tuned["model"], so_path, TINY_SHAPES, "host", tuned["db"], validate=False)
+    args = ["bench", str(so_path), "--peers", "onnxruntime,openvino", "--count", "10", "--warmup", "1"]
+    assert main([*args, "--json"]) == 0
+    systems = json.loads(capsys.readouterr().out)["systems"]
+    assert systems["openvino"]["p50_vs_openvino"] == 1.0 and "turns_vs_openvino" not in systems["openvino"]
+    turns = systems["autotune"]["turns_vs_openvino"]
+    assert turns["turns"] == systems["openvino"]["turns_vs_onnxruntime"]["turns"] >= 5
+    assert 0 < turns["lowest"] <= turns["median"] <= turns["highest"]
+    assert main(args) == 0
+    assert "per_turn_vs_openvino" in capsys.readouterr().out
+
+
 def test_bench_takes_turns_with_another_build_of_the_same_shapes(tuned, tmp_path, capsys):
     """``--other NAME=PATH``: say, the build in production beside the new one, in the same run."""
     import pytest

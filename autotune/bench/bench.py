@@ -9,8 +9,8 @@ from pathlib import Path
 from ..common.results import OMIT_NONE, Result
 from ..errors import AutotuneError
 from .peers import TURN_PEERS
-from .timing import (BenchConfig, StreamStats, SystemStats, runs_of, summarize, time_in_turns, time_runs,
-                     time_streams, turn_ratios)
+from .timing import (REFERENCES, BenchConfig, StreamStats, SystemStats, runs_of, summarize, time_in_turns,
+                     time_runs, time_streams)
 
 PEERS = ("onnxruntime", "untuned")  # the default peers (``peers.PEERS_ALL``: every one there is)
 RESERVED = ("autotune", *TURN_PEERS, "untuned_tvm")  # the systems' names in a result
@@ -119,12 +119,9 @@ def bench(so_path: str | Path, config: BenchConfig = BenchConfig(), model_path: 
         untuned = untuned_runner(source, manifest, inputs)
         runs = min(config.untuned_runs, config.count) if config.duration_s is None else config.untuned_runs
         results["untuned_tvm"] = summarize(time_runs(untuned, BenchConfig(count=runs, warmup=1)), batch)
-    reference = results.get("onnxruntime")
-    for name, stats in results.items():
-        if reference:
-            stats.p50_vs_onnxruntime = stats.p50_ms / reference.p50_ms
-            if name in turns and name != "onnxruntime":
-                stats.turns_vs_onnxruntime = turn_ratios(turns[name], turns["onnxruntime"])
+    for reference in (r for r in REFERENCES if r in results):
+        for name, stats in results.items():
+            stats.compare_to(reference, results[reference], turns.get(name), turns[reference])
     streams = _streams(config, compiled, source, inputs, threads, batch, peers) if config.streams > 1 else None
     return BenchResult(artifact=str(so_path), threads=threads, batch=batch,
                        inputs={name: list(a.shape) for name, a in inputs.items()}, systems=results,

@@ -126,6 +126,19 @@ class SystemStats(Result):
     p999_ms: float = 0.0
     p50_vs_onnxruntime: float | None = field(default=None, metadata=OMIT_NONE)
     turns_vs_onnxruntime: dict | None = field(default=None, metadata=OMIT_NONE)
+    p50_vs_openvino: float | None = field(default=None, metadata=OMIT_NONE)
+    turns_vs_openvino: dict | None = field(default=None, metadata=OMIT_NONE)
+
+    def compare_to(self, reference_name: str, reference: SystemStats, turns: list[list[float]] | None,
+                   reference_turns: list[list[float]]) -> None:
+        """Set this system's ratios to ``reference_name`` (``onnxruntime`` or ``openvino``): of the p50s,
+        and turn by turn (``turn_ratios``) where this system took turns with it."""
+        setattr(self, f"p50_vs_{reference_name}", self.p50_ms / reference.p50_ms)
+        if turns is not None and turns is not reference_turns:
+            setattr(self, f"turns_vs_{reference_name}", turn_ratios(turns, reference_turns))
+
+
+REFERENCES = ("onnxruntime", "openvino")  # the peers every system's ratios are given against
 
 
 def summarize(samples: list[float], batch: int) -> SystemStats:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..bench.peers import PEERS_ALL
+from ..bench.timing import REFERENCES
 from ..errors import AutotuneError
 from .args import add_output_options, add_target, duration_arg, named_path, positive_int, table, target_of
 from .tuning import print_progress
@@ -59,12 +60,13 @@ def run_bench(args):
 def print_bench(result) -> None:
     """The systems of a ``BenchResult`` as tables: latency (ms) and single-stream throughput, then
     the concurrent streams where they ran."""
+    references = [r for r in REFERENCES if r in result.systems]
     rows = [{"system": name, **stats.as_dict(), "single_stream_per_s": stats.throughput_per_s,
-             "per_turn_vs_onnxruntime": _turn_range(stats.turns_vs_onnxruntime)}
+             **{f"per_turn_vs_{r}": _turn_range(getattr(stats, f"turns_vs_{r}")) for r in references}}
             for name, stats in result.systems.items()]
     print(table(rows, ["system", "runs", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms",
-                       "max_ms", "std_ms", "single_stream_per_s", "p50_vs_onnxruntime",
-                       "per_turn_vs_onnxruntime"]))
+                       "max_ms", "std_ms", "single_stream_per_s",
+                       *[column for r in references for column in (f"p50_vs_{r}", f"per_turn_vs_{r}")]]))
     if result.streams:
         print()
         print(table([{"system": name, **s.as_dict()} for name, s in result.streams.items()],
