@@ -221,8 +221,8 @@ def test_an_output_that_is_an_input_is_not_overwritten_by_the_next_call(tmp_path
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["same"]), helper.make_node("Relu", ["x"], ["relu"])],
-                              "passthrough", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+    nodes = [helper.make_node("Identity", ["x"], ["same"]), helper.make_node("Relu", ["x"], ["relu"])]
+    graph = helper.make_graph(nodes, "passthrough", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
                               [helper.make_tensor_value_info("same", TensorProto.FLOAT, [2, 8]),
                                helper.make_tensor_value_info("relu", TensorProto.FLOAT, [2, 8])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "passthrough.onnx")

@@ -60,10 +60,11 @@ def projections_to(precision: str, target):
     With bf16, a product of two activations (attention's scores and its product with V) of static
     shapes the kernel tiles is computed on it too: both operands rounded, the right one packed in
     pairs (``bf16.packed_pairs``). With int8 such products stay fp32, as do weights the kernel
-    cannot tile. Constant
-    tables read by ``take`` (embeddings) are stored in int8 with a scale per row (int8) or in bf16
-    (a few bit operations, no bf16 instruction) and widened after the read: the artifact keeps every
-    weight in half the bytes (bf16) or a quarter (int8).
+    cannot tile. A LayerNorm whose output bf16 rounds computes the rounding in its own task
+    (``bf16.layer_norm_and_bits``: the fp32 values for the residual, the bits for the projections).
+    Constant tables read by ``take`` (embeddings) are stored in int8 with a scale per row (int8) or
+    in bf16 (a few bit operations, no bf16 instruction) and widened after the read: the artifact
+    keeps every weight in half the bytes (bf16) or a quarter (int8).
     """
     import tvm
     from tvm import relax

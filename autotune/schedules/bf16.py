@@ -15,6 +15,11 @@ The kernel (``matmul_compute``): ``out[..., n] = sum_k x[..., k] * w[k, n]`` in 
 operands, the weight packed panel-major as ``[N / P, K / 2, P, 2]`` (``dot.panel_major``): one
 instruction takes a pair of ``x`` (broadcast) and 16 columns × that pair of ``w`` (512 contiguous
 bits), and adds 16 fp32 dot products of two.
+
+Activations are rounded to bf16 by ``vcvtneps2bf16`` through a TIR op of ours (``ROUNDING``, lowered
+per vector width), in the epilogue or the task that produces them (a LayerNorm's:
+``layer_norm_and_bits``); a softmax whose probabilities are rounded takes a cheaper exponential
+(``exponential``).
 """
 
 from __future__ import annotations
@@ -173,11 +178,12 @@ EXP2_COEFFICIENTS = (1.0, 0.6931241933586842, 0.2402409861675589, 0.055906424924
 
 
 def exponential(x):
-    """TE: ``exp(x)`` to 1e-5 relative (``x log2(e)`` rounds to fp32 first), for a softmax whose probabilities are then rounded to bf16
-    (half an ulp of bf16 is 2e-3 relative): ``2^n * p(f)`` with ``x log2(e) = n + f``, ``p`` of degree 4,
-    ``2^n`` built in the exponent's bits; ``exp(0)`` is 1. About half the operations of ``topi.fast_exp`` (accurate to
-    fp32), which the softmax of fp32 builds keeps. ``exp(-inf)`` is 0; NaN stays NaN (the clamps are
-    selects that keep it, and a NaN polynomial makes the product NaN)."""
+    """TE: ``exp(x)`` to 1e-5 relative (``x log2(e)`` rounds to fp32 first), for a softmax whose
+    probabilities are then rounded to bf16 (half an ulp of bf16 is 2e-3 relative): ``2^n * p(f)`` with
+    ``x log2(e) = n + f``, ``p`` of degree 4, ``2^n`` built in the exponent's bits; ``exp(0)`` is 1.
+    About half the operations of ``topi.fast_exp`` (accurate to fp32), which the softmax of fp32 builds
+    keeps. ``exp(-inf)`` is 0; NaN stays NaN (the clamps are selects that keep it, and a NaN polynomial
+    makes the product NaN)."""
     from tvm import te, tirx
 
     def constant(value: float):
