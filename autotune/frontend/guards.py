@@ -6,7 +6,7 @@ before any kernel that reads a table, a small serial kernel per indexing input (
 token-type ids) that checks every value against the rows of the tables it indexes and stops the
 call with ``input 'NAME' holds an index outside [-n, n-1] ...`` (ONNX's valid range: negative
 indices count from the end). The check lives in the artifact, so every caller of the ``.so`` is
-protected; ``autotune.load`` also names the offending value before calling.
+protected; ``autotune.load`` then names the offending value and where it is.
 
 An index reaches a take through the importer's negative-index normalisation and value-preserving
 ops (casts that widen, reshapes, transposes); an index computed from inputs in any other way is
