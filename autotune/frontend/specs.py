@@ -54,8 +54,6 @@ class TensorSpec:
         if self.index_range is None or array.size == 0:
             return
         low, high = self.index_range
-        if low <= array.min() and array.max() <= high:
-            return
         outside = np.flatnonzero((array < low) | (array > high))
         if outside.size:
             where = [int(i) for i in np.unravel_index(outside[0], array.shape)]

@@ -64,10 +64,15 @@ class CompiledModel:
 
     def _vm(self):
         """This thread's VM: a VM holds per-call state, so threads never share one."""
-        vm = getattr(self._per_thread, "vm", None)
-        if vm is None:
-            vm = self._per_thread.vm = self._make_vm()
-        return vm
+        return self._thread_state("vm", self._make_vm)
+
+    def _thread_state(self, name: str, make):
+        """This thread's ``name`` (its VM, entry functions, input tensors), made at its first use."""
+        value = getattr(self._per_thread, name, None)
+        if value is None:
+            value = make()
+            setattr(self._per_thread, name, value)
+        return value
 
     def _arguments(self, arrays: dict[str, np.ndarray]) -> tuple[str, list, dict[str, int] | None]:
         """The entry function to call, its arguments, and the call's sizes per ranged dim."""
@@ -91,7 +96,7 @@ class CompiledModel:
         model's run, takes longer than the copy)."""
         if not self._on_host:
             return [self._tvm.runtime.tensor(arrays[spec.name], self.device) for spec in self._specs]
-        buffers = self._input_buffers()
+        buffers = self._thread_state("inputs", dict)  # (entry function, input name) -> (tensor, numpy view)
         tensors = []
         for spec in self._specs:
             array = arrays[spec.name]
@@ -104,20 +109,15 @@ class CompiledModel:
             tensors.append(tensor)
         return tensors
 
-    def _input_buffers(self) -> dict:
-        """This thread's input tensors, by (entry function, input name): (tensor, numpy view of it)."""
-        buffers = getattr(self._per_thread, "inputs", None)
-        if buffers is None:
-            buffers = self._per_thread.inputs = {}
-        return buffers
-
-    def _host_array(self, tensor) -> np.ndarray:
-        """An output as a numpy array: on the host, a view of the tensor the call allocated (it lives
-        as long as the array), a copy where it shares memory with a reused input tensor."""
+    def _host_array(self, tensor, function: str) -> np.ndarray:
+        """An output of entry function ``function`` as a numpy array: on the host, a view of the tensor
+        the call allocated (it lives as long as the array), a copy where it shares memory with one of
+        the function's reused input tensors."""
         if not self._on_host:
             return tensor.numpy()
         array = np.from_dlpack(tensor)
-        if any(np.may_share_memory(array, view) for _, view in self._input_buffers().values()):
+        reused = self._thread_state("inputs", dict)  # none without a manifest: fresh tensors each call
+        if any(np.may_share_memory(array, view) for (entry, _), (_, view) in reused.items() if entry == function):
             return array.copy()
         return array
 
@@ -133,7 +133,7 @@ class CompiledModel:
             self._name_index_outside(given)
             raise
         names = self.output_names or [f"output_{i}" for i in range(len(outputs))]
-        arrays_out = {name: self._host_array(out) for name, out in zip(names, outputs)}
+        arrays_out = {name: self._host_array(out, function) for name, out in zip(names, outputs)}
         return arrays_out if sizes is None else self.plan.crop(arrays_out, sizes)
 
 
@@ -161,9 +161,7 @@ class CompiledModel:
 
     def _entry(self, function: str):
         """This thread's VM's entry function ``function``, looked up once."""
-        entries = getattr(self._per_thread, "entries", None)
-        if entries is None:
-            entries = self._per_thread.entries = {}
+        entries = self._thread_state("entries", dict)
         if function not in entries:
             entries[function] = self._vm()[function]
         return entries[function]
